@@ -1,0 +1,35 @@
+# The README's commands. Every install step lives here, so a bare machine needs nothing else.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install demo test test-cluster bench reproduce clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/ray-relu demo
+
+test: install
+	$(PY) -m pytest -m "not cluster" tests
+
+test-cluster: install
+	bash cluster/install-deps.sh
+	$(PY) -m pytest -m cluster tests
+
+bench: install
+	$(PY) -m benchmarks --quick
+
+reproduce: install
+	$(VENV)/bin/ray-relu reproduce --quick --out results
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
