@@ -238,7 +238,8 @@ def _second_moment(m: int, d: int) -> float:
 
 
 def default_step_size(batch_size: int, d: int, *, workers: int = 1,
-                      variance_factor: float = 0.0) -> float:
+                      variance_factor: float = 0.0,
+                      downlink_variance: float = 0.0) -> float:
     """A step size that needs no tuning, derived from (batch size, d, codec variance).
 
     Near ``w*`` the update is ``e <- e - eta * H_B e`` with the batch Hessian
@@ -250,6 +251,9 @@ def default_step_size(batch_size: int, d: int, *, workers: int = 1,
     A codec with ``E||Q(g) - g||^2 <= q ||g||^2``, applied by each of ``K`` workers to
     its partial gradient over ``m_k`` rows (weight ``m_k/m``), adds
     ``q * sum_k (m_k/m)^2 c(m_k)`` to ``c``: noisier codecs get smaller steps.
+
+    A master that also quantizes the update it sends (variance ``q_down``) multiplies
+    the second moment by ``1 + q_down``.
 
     Two caps keep the default safe where the average-case picture is optimistic:
     ``1/lambda_max`` of the batch Hessian (Marchenko-Pastur edge
@@ -263,5 +267,6 @@ def default_step_size(batch_size: int, d: int, *, workers: int = 1,
     if q > 0:
         c += q * sum((mk / m) ** 2 * _second_moment(mk, d)
                      for mk in split_evenly(m, K) if mk > 0)
+    c *= 1.0 + check_float("downlink_variance", downlink_variance, minimum=0.0)
     lambda_max = 0.5 * (1.0 + math.sqrt(2.0 * d / m)) ** 2
     return float(min(1.0, 1.0 / lambda_max, 1.0 / (2.0 * c)))

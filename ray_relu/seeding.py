@@ -18,6 +18,7 @@ DATA_NOISE = 2
 BATCH = 3
 QUANTIZE = 4
 RANDOM_INIT = 5
+DOWNLINK = 6
 
 
 def rng_for(seed: int, tag: int, *key: int) -> np.random.Generator:

@@ -1,0 +1,75 @@
+"""One SGD iteration, split into the pieces that run on workers and coordinators.
+
+Pure numpy. The Ray workers, the master coordinator, the all-to-all replicas and the
+single-process reference (:mod:`ray_relu.reference`) all call these same functions in
+the same order, which is what makes their results equal to the last bit.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .codecs import Codec
+from .model import loss_and_gradient
+from .seeding import BATCH, DOWNLINK, QUANTIZE, rng_for
+
+
+def batch_indices(seed: int, t: int, k: int, shard_rows: int,
+                  batch_rows: int | None) -> np.ndarray | None:
+    """Rows of shard ``k`` used at iteration ``t`` (sorted), or None for the whole shard.
+
+    Drawn without replacement from stream (seed, BATCH, t, k): a worker restarted at
+    iteration ``t`` draws the same rows, whichever process it lives in.
+    """
+    if batch_rows is None:
+        return None
+    idx = rng_for(seed, BATCH, t, k).choice(shard_rows, batch_rows, replace=False)
+    return np.sort(idx)
+
+
+def evaluate(w: np.ndarray, X: np.ndarray, y: np.ndarray,
+             idx: np.ndarray | None) -> tuple[float, np.ndarray]:
+    """Mean loss and gradient of the rows ``idx`` (all rows when None) at ``w``."""
+    if idx is not None:
+        X, y = X[idx], y[idx]
+    return loss_and_gradient(w, X, y, check=False)
+
+
+def encode_gradient(codec: Codec, g: np.ndarray, seed: int, t: int, k: int) -> bytes:
+    """Encode worker ``k``'s gradient of iteration ``t`` with its own random stream."""
+    return codec.encode(g, rng=rng_for(seed, QUANTIZE, t, k))
+
+
+def encode_downlink(codec: Codec, delta: np.ndarray, seed: int, t: int) -> bytes:
+    """Encode the master's update of iteration ``t`` (stream distinct from workers')."""
+    return codec.encode(delta, rng=rng_for(seed, DOWNLINK, t))
+
+
+def average(grads: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """``sum_k weights[k] * grads[k]``, summed in worker order (never reordered)."""
+    total = weights[0] * grads[0]
+    for wk, gk in zip(weights[1:], grads[1:]):
+        total += wk * gk
+    return total
+
+
+def sgd_step(w: np.ndarray, g: np.ndarray, step_size: float) -> np.ndarray:
+    """``w - step_size * g`` (a new array)."""
+    return w - step_size * g
+
+
+def moment_start(partial_sums: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """``w_0 = (2/n) * sum_k partial_sums[k]`` in worker order (moment initialization)."""
+    total = partial_sums[0].copy()
+    for part in partial_sums[1:]:
+        total += part
+    return (2.0 / n) * total
+
+
+def relative_change(w_new: np.ndarray, w_old: np.ndarray) -> float:
+    """``||w_new - w_old|| / ||w_old||`` (the absolute change when ``w_old = 0``)."""
+    denom = float(np.linalg.norm(w_old))
+    diff = float(np.linalg.norm(w_new - w_old))
+    return diff / denom if denom > 0 else diff

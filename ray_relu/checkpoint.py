@@ -1,0 +1,109 @@
+"""Checkpoints: everything needed to continue a fit exactly where it stopped.
+
+A checkpoint taken after round ``t`` holds ``w_t``, the history rows ``0..t``, what
+round ``t + 1`` needs (the master's ``w_{t+1}``, or the K peer messages of round ``t``
+in all-to-all), and the run's fingerprint. There is no generator state to save: every
+random draw is keyed by (seed, t, k), so the seed and ``t`` are the RNG state.
+
+Files are NumPy ``.npz`` archives written atomically (temporary file, fsync,
+``os.replace``), so a crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or belongs to another run."""
+
+
+@dataclass
+class Checkpoint:
+    iteration: int
+    w: np.ndarray
+    history: pa.Table
+    fingerprint: dict
+    converged: bool
+    next_w: np.ndarray | None = None        # master: w_{t+1}
+    messages: list[bytes] | None = None     # all-to-all: the K messages of round t
+    replica_divergence: float = 0.0
+    restarts: int = 0
+
+
+def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
+    """Write ``ckpt`` to ``path`` atomically."""
+    path = Path(path)
+    meta = {"format": FORMAT_VERSION, "iteration": ckpt.iteration,
+            "fingerprint": ckpt.fingerprint, "converged": ckpt.converged,
+            "replica_divergence": ckpt.replica_divergence, "restarts": ckpt.restarts}
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, ckpt.history.schema) as writer:
+        writer.write_table(ckpt.history)
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+              "w": ckpt.w, "history": np.frombuffer(sink.getvalue(), dtype=np.uint8)}
+    if ckpt.next_w is not None:
+        arrays["next_w"] = ckpt.next_w
+    if ckpt.messages is not None:
+        arrays["message_sizes"] = np.array([len(m) for m in ckpt.messages], dtype=np.int64)
+        arrays["messages"] = np.frombuffer(b"".join(ckpt.messages), dtype=np.uint8)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint; any problem is a :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            if meta.get("format") != FORMAT_VERSION:
+                raise CheckpointError(f"checkpoint {path} has format {meta.get('format')}, "
+                                      f"this version reads format {FORMAT_VERSION}")
+            history = pa.ipc.open_stream(pa.py_buffer(bytes(z["history"]))).read_all()
+            messages = None
+            if "messages" in z:
+                blob, sizes = bytes(z["messages"]), z["message_sizes"]
+                offsets = np.concatenate([[0], np.cumsum(sizes)])
+                if offsets[-1] != len(blob):
+                    raise CheckpointError(f"checkpoint {path}: message sizes do not add up")
+                messages = [blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+            return Checkpoint(iteration=int(meta["iteration"]), w=np.array(z["w"]),
+                              history=history, fingerprint=meta["fingerprint"],
+                              converged=bool(meta["converged"]),
+                              next_w=np.array(z["next_w"]) if "next_w" in z else None,
+                              messages=messages,
+                              replica_divergence=float(meta["replica_divergence"]),
+                              restarts=int(meta.get("restarts", 0)))
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+            pa.ArrowException, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a ray_relu "
+                              f"checkpoint: {type(exc).__name__}: {exc}") from None
+
+
+def check_matches(ckpt: Checkpoint, fingerprint: dict, path: str | os.PathLike) -> None:
+    """Raise unless the checkpoint was written by a run with this fingerprint."""
+    saved = json.loads(json.dumps(ckpt.fingerprint))
+    wanted = json.loads(json.dumps(fingerprint))
+    diffs = [f"{key}: checkpoint has {saved.get(key)!r}, this run has {wanted.get(key)!r}"
+             for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+    if diffs:
+        raise CheckpointError(f"checkpoint {path} belongs to a different run; "
+                              + "; ".join(diffs))

@@ -1,0 +1,197 @@
+"""The ``ray-relu`` command line.
+
+Exit codes: 0 success, 1 a fit that did not converge (``fit --strict``) or a failed
+command, 2 bad arguments (one line on stderr saying what was wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+EXAMPLES = """examples:
+  ray-relu demo
+  ray-relu fit --d 1000 --n 8000 --workers 4 --mode all-to-all --codec qsgd --levels 4 \\
+      --out history.parquet
+  ray-relu fit --data shards/ --workers 8 --address auto
+  ray-relu write-parquet --d 100 --n 5000 --out data.parquet
+  ray-relu cluster check cluster/aws.yaml
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: ``ray-relu: error: ...``, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"ray-relu: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def _codec_options(args: argparse.Namespace) -> dict:
+    if args.codec != "qsgd":
+        given = [f"--{n.replace('_', '-')}" for n in ("levels", "bucket_size", "norm", "coding")
+                 if getattr(args, n) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to --codec qsgd only; "
+                             f"got --codec {args.codec}")
+        return {}
+    options = {"levels": args.levels if args.levels is not None else 4}
+    for name in ("bucket_size", "norm", "coding"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    options["seed"] = args.seed
+    return options
+
+
+def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("data (a planted problem, or --data)")
+    data.add_argument("--d", type=int, default=1000, help="input dimension (default 1000)")
+    data.add_argument("--n", type=int, default=None, help="samples (default 8*d)")
+    data.add_argument("--noise", type=float, default=0.0, help="label noise std (default 0)")
+    data.add_argument("--data-seed", type=int, default=0, help="seed of the planted data")
+    data.add_argument("--data", default=None,
+                      help="Parquet file or directory instead of a planted problem")
+    run = p.add_argument_group("run")
+    run.add_argument("--workers", type=int, default=4, help="shard actors K (default 4)")
+    run.add_argument("--mode", default="master", choices=["master", "all-to-all"])
+    run.add_argument("--codec", default="fp32", choices=["fp64", "fp32", "fp16", "qsgd"])
+    run.add_argument("--levels", type=int, default=None, help="QSGD levels s (default 4)")
+    run.add_argument("--bucket-size", type=int, default=None, help="QSGD bucket size")
+    run.add_argument("--norm", default=None, choices=["l2", "max"], help="QSGD scale")
+    run.add_argument("--coding", default=None, choices=["auto", "elias", "dense"])
+    run.add_argument("--downlink-codec", default=None, choices=["fp32", "fp16", "qsgd"],
+                     help="master mode: encode the update sent to workers")
+    run.add_argument("--batch-size", type=int, default=None, help="rows per step (default: all)")
+    run.add_argument("--step-size", type=float, default=None, help="default: derived")
+    run.add_argument("--iterations", type=int, default=1000)
+    run.add_argument("--tol", type=float, default=1e-8)
+    run.add_argument("--init", default="moment", choices=["moment", "zero", "random"])
+    run.add_argument("--seed", type=int, default=0, help="seed of the run")
+    run.add_argument("--placement", default="pack", choices=["pack", "spread"])
+    run.add_argument("--cpus-per-worker", type=float, default=None)
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default=None, help="write the history to this Parquet file")
+    out.add_argument("--json", action="store_true", help="print the summary as JSON")
+    out.add_argument("--checkpoint", default=None)
+    out.add_argument("--checkpoint-every", type=int, default=100)
+    out.add_argument("--resume", default=None)
+    out.add_argument("--address", default=None,
+                     help="Ray address (e.g. auto); default: start a local Ray")
+    out.add_argument("--no-progress", action="store_true")
+    out.add_argument("--strict", action="store_true", help="exit 1 unless converged")
+
+
+def _problem(args: argparse.Namespace):
+    from .data import ParquetData
+    from .model import PlantedReLU
+    if args.data is not None:
+        return ParquetData(args.data)
+    return PlantedReLU(args.d, args.n if args.n is not None else 8 * args.d,
+                       noise=args.noise, seed=args.data_seed)
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from .fit import fit
+    result = fit(_problem(args), codec=args.codec, codec_options=_codec_options(args),
+                 workers=args.workers, mode=args.mode, batch_size=args.batch_size,
+                 step_size=args.step_size, iterations=args.iterations, tol=args.tol,
+                 init=args.init, seed=args.seed, progress=not args.no_progress,
+                 checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                 resume=args.resume, downlink_codec=args.downlink_codec,
+                 placement=args.placement, cpus_per_worker=args.cpus_per_worker,
+                 address=args.address)
+    if args.out:
+        result.to_parquet(args.out)
+    summary = {"codec": result.config["codec_label"], **result.summary()}
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        print(format_table([summary]))
+        if args.out:
+            print(f"history written to {args.out}")
+    return 0 if (result.converged or not args.strict) else 1
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain text table of summaries (the columns users look at first)."""
+    columns = [("codec", "{}"), ("converged", "{}"), ("iterations", "{}"),
+               ("rel_error", "{:.2e}"), ("bytes_per_iteration", "{:,.0f}"),
+               ("total_bytes", "{:,}"), ("wall_s", "{:.2f}"), ("replica_divergence", "{:.1e}")]
+    extra = [(k, "{}") for k in rows[0] if k.startswith("vs_")]
+    columns += extra
+    cells = [[name for name, _ in columns]]
+    for r in rows:
+        cells.append([fmt.format(r[name]) if name in r else "" for name, fmt in columns])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    run_demo(d=args.d, n=args.n, workers=args.workers, levels=args.levels,
+             batch_size=args.batch_size, address=args.address)
+    return 0
+
+
+def _run_write_parquet(args: argparse.Namespace) -> int:
+    from .data import write_parquet
+    from .model import PlantedReLU
+    p = PlantedReLU(args.d, args.n, noise=args.noise, seed=args.data_seed)
+    write_parquet(p, args.out, layout=args.layout)
+    print(f"wrote {p} to {args.out}")
+    return 0
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    from .cluster_check import main as cluster_main
+    return cluster_main([args.action, *args.rest])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ray-relu", description="Fit a ReLU unit with distributed SGD "
+                     "and QSGD on Ray (Kalan, Soltanolkotabi, Avestimehr, ISIT 2019).",
+                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("fit", help="run one fit and print its summary")
+    _add_fit_arguments(p)
+    p.set_defaults(func=_run_fit)
+    p = sub.add_parser("demo", help="QSGD vs fp32 in both modes on a local Ray")
+    p.add_argument("--d", type=int, default=1000)
+    p.add_argument("--n", type=int, default=None, help="default 8*d")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--levels", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--address", default=None)
+    p.set_defaults(func=_run_demo)
+    p = sub.add_parser("write-parquet", help="write a planted problem to Parquet")
+    p.add_argument("--d", type=int, required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--noise", type=float, default=0.0)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--layout", default="list", choices=["list", "columns"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run_write_parquet)
+    p = sub.add_parser("cluster", help="check cluster YAML; run the emulated cluster")
+    p.add_argument("action", help="check FILE | up | down | status")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_run_cluster)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ray-relu``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        sys.stderr.write(f"ray-relu: error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

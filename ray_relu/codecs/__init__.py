@@ -1,0 +1,23 @@
+"""Gradient codecs: full precision, fp16 and QSGD, behind a numcodecs-style interface.
+
+Pure numpy; knows nothing of the model. ``encode`` gives self-describing bytes (the
+number of bytes on the wire is ``len`` of them), ``decode`` gives a float64 vector::
+
+    codec = get_codec("qsgd", levels=16, seed=0)
+    msg = codec.encode(grad)
+    approx = codec.decode(msg)
+"""
+
+from .base import Codec, CodecError
+from .fp16 import FP16
+from .fullprec import FullPrecision
+from .qsgd import QSGD
+from .registry import available_codecs, get_codec, register_codec
+
+register_codec(FullPrecision, "fp64")
+register_codec(FullPrecision, "fp32")
+register_codec(FP16)
+register_codec(QSGD)
+
+__all__ = ["Codec", "CodecError", "get_codec", "register_codec", "available_codecs",
+           "FullPrecision", "FP16", "QSGD"]

@@ -1,0 +1,47 @@
+"""Shared machinery for the exact float codecs (fp64, fp32, fp16): header + raw array."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Codec, CodecError, Header, HEADER_SIZE, check_vector, non_finite_error
+
+
+class RawFloatCodec(Codec):
+    """Header followed by the vector cast to ``self._dtype`` (little-endian)."""
+
+    _dtype: np.dtype
+
+    def encode(self, vec: np.ndarray, *, rng: np.random.Generator | None = None) -> bytes:
+        """Cast ``vec`` to this codec's float type; ``rng`` is ignored (exact codec)."""
+        arr = check_vector(vec)
+        cast = arr.astype(self._dtype.newbyteorder("<"), copy=False)
+        if not np.isfinite(cast).all():       # one pass catches NaN/inf input and overflow
+            if not np.isfinite(arr).all():
+                raise non_finite_error("vec", arr)
+            peak = float(np.max(np.abs(arr)))
+            raise ValueError(f"vec has a value of magnitude {peak:.6g}, beyond the "
+                             f"{self._dtype.name} range (max "
+                             f"{float(np.finfo(self._dtype).max):.6g}); allowed: values "
+                             f"that round to a finite {self._dtype.name}")
+        payload = cast.tobytes()
+        header = Header(self.codec_id, arr.size, 0, 0, "none", "raw", len(payload))
+        return header.pack() + payload
+
+    def decode(self, buf: bytes | bytearray | memoryview) -> np.ndarray:
+        """Decode to a new float64 array of length d."""
+        header, payload = self._read_header(buf)
+        if (header.levels, header.bucket_size, header.norm, header.coding) != (0, 0, "none", "raw"):
+            raise CodecError(f"codec {self.codec_id!r} has no parameters, but the header "
+                             f"carries levels={header.levels}, bucket={header.bucket_size}, "
+                             f"norm={header.norm!r}, coding={header.coding!r}")
+        expected = header.d * self._dtype.itemsize
+        if header.payload_len != expected:
+            raise CodecError(f"{self.codec_id} payload for d={header.d} must be {expected} "
+                             f"bytes, got {header.payload_len}")
+        out = payload.view(self._dtype.newbyteorder("<")).astype(np.float64)
+        if not np.isfinite(out).all():        # the encoder never writes NaN or inf
+            raise CodecError(f"{self.codec_id} payload holds NaN or inf values")
+        return out

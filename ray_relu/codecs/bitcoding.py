@@ -1,0 +1,238 @@
+"""Vectorized bit-level coding: variable-width fields, Elias codes, fixed-width packing.
+
+Everything here works on whole arrays at once (no Python loop per value): bit arrays
+are ``uint8`` arrays of 0/1 values, most significant bit first, turned into bytes with
+``np.packbits`` only at the very end.
+
+Elias codes (Elias 1975) for integers ``n >= 1``, with ``L = floor(log2 n)``:
+
+* gamma: ``L`` zeros, then the ``L + 1`` binary digits of ``n``; ``2L + 1`` bits.
+  Written here as a *unary part* (``L`` zeros and the leading one) and a *tail*
+  (the ``L`` digits after the leading one).
+* delta: gamma code of ``L + 1``, then the ``L`` tail digits of ``n``;
+  ``L + 2 floor(log2(L + 1)) + 1`` bits.
+* omega: recursive length prefixes; only its length is computed here (for the
+  comparison in ``benchmarks/bits_on_wire.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "bit_length", "gamma_length", "delta_length", "omega_length",
+    "write_fields", "read_fields", "unary_bits", "read_unary",
+    "pack_fixed", "unpack_fixed",
+]
+
+# Every integer coded here is < 2**32 (gaps <= d <= 2**31, levels < 2**31), so no
+# Elias tail is longer than this; decoders reject longer unary runs up front.
+MAX_TAIL_BITS = 32
+
+
+def bit_length(n: np.ndarray) -> np.ndarray:
+    """``floor(log2 n) + 1`` for positive integers ``n`` (< 2**53), as int64."""
+    # frexp is exact for integers below 2**53 and far cheaper than a loop over bits.
+    _, exp = np.frexp(np.asarray(n, dtype=np.float64))
+    return exp.astype(np.int64)
+
+
+def gamma_length(n: np.ndarray) -> np.ndarray:
+    """Length in bits of the Elias gamma code of each ``n >= 1``."""
+    return 2 * bit_length(n) - 1
+
+
+def delta_length(n: np.ndarray) -> np.ndarray:
+    """Length in bits of the Elias delta code of each ``n >= 1``."""
+    tail = bit_length(n) - 1
+    return tail + gamma_length(tail + 1)
+
+
+def omega_length(n: np.ndarray) -> np.ndarray:
+    """Length in bits of the Elias omega code of each ``n >= 1``."""
+    n = np.asarray(n, dtype=np.int64)
+    total = np.ones(n.shape, dtype=np.int64)          # the terminating zero
+    cur = n.copy()
+    while True:                                        # <= 5 rounds for n < 2**64
+        active = cur > 1
+        if not active.any():
+            return total
+        bl = bit_length(np.where(active, cur, 1))
+        total += np.where(active, bl, 0)
+        cur = np.where(active, bl - 1, 1)
+
+
+def write_fields(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Bits of ``values[i]`` in ``widths[i]`` bits each (MSB first), concatenated.
+
+    ``values[i]`` must be ``< 2**widths[i]``; widths may be zero.
+    """
+    widths = np.asarray(widths, dtype=np.int64)
+    total = int(widths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.uint8)
+    values = np.asarray(values, dtype=np.int64)
+    ends = np.cumsum(widths)
+    # shift of each output bit = (bits still to come in its field)
+    shift = np.repeat(ends - 1, widths) - np.arange(total, dtype=np.int64)
+    return ((np.repeat(values, widths) >> shift) & 1).astype(np.uint8)
+
+
+def read_fields(bits: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`write_fields`; ``bits`` must hold exactly ``sum(widths)`` bits."""
+    widths = np.asarray(widths, dtype=np.int64)
+    total = int(widths.sum())
+    if total == 0:
+        return np.zeros(widths.shape, dtype=np.int64)
+    ends = np.cumsum(widths)
+    shift = np.repeat(ends - 1, widths) - np.arange(total, dtype=np.int64)
+    weighted = bits[:total].astype(np.int64) << shift
+    csum = np.concatenate(([0], np.cumsum(weighted)))
+    return csum[ends] - csum[ends - widths]
+
+
+def unary_bits(lengths: np.ndarray) -> np.ndarray:
+    """Unary parts of Elias gamma codewords: ``lengths[i]`` zeros then a one, each."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    ones = np.cumsum(lengths + 1) - 1
+    out = np.zeros(int(ones[-1]) + 1 if ones.size else 0, dtype=np.uint8)
+    out[ones] = 1
+    return out
+
+
+def read_unary(bits: np.ndarray, count: int) -> tuple[np.ndarray, int] | None:
+    """Decode ``count`` unary runs from the start of ``bits``.
+
+    Returns ``(lengths, bits_used)`` or ``None`` when ``bits`` holds fewer than
+    ``count`` ones (the stream ran out).
+    """
+    if count == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    ones = np.flatnonzero(bits)
+    if ones.size < count:
+        return None
+    ones = ones[:count]
+    lengths = np.diff(ones, prepend=-1) - 1
+    return lengths, int(ones[-1]) + 1
+
+
+def _word_bytes(width: int) -> int:
+    return 1 if width <= 8 else 2 if width <= 16 else 4
+
+
+def _slot_mask(slot: int) -> np.uint64:
+    """Low ``slot`` bits set in every ``2*slot``-bit lane of a uint64."""
+    lane = (1 << slot) - 1
+    return np.uint64(sum(lane << i for i in range(0, 64, 2 * slot)))
+
+
+def _compact(x: np.ndarray, slot: int, width: int) -> np.ndarray:
+    """Squeeze the ``64 // slot`` codes held in ``slot``-bit lanes of each uint64 into
+    one right-aligned run of ``width``-bit fields (first code most significant).
+
+    SWAR: merge neighbouring lanes pairwise, log2(64/slot) rounds over the array.
+    """
+    k = 1                                        # codes per lane
+    while slot < 64:
+        m = _slot_mask(slot)
+        x = (((x >> np.uint64(slot)) & m) << np.uint64(k * width)) | (x & m)
+        slot, k = 2 * slot, 2 * k
+    return x
+
+
+def _expand(x: np.ndarray, slot: int, width: int) -> np.ndarray:
+    """Inverse of :func:`_compact`."""
+    lanes = []
+    s = slot
+    while s < 64:
+        lanes.append(s)
+        s *= 2
+    k = 64 // slot
+    for s in reversed(lanes):                    # split 2s-bit lanes into s-bit lanes
+        k //= 2
+        low = np.uint64(sum(((1 << (k * width)) - 1) << i for i in range(0, 64, 2 * s)))
+        x = (((x >> np.uint64(k * width)) & _slot_mask(s)) << np.uint64(s)) | (x & low)
+    return x
+
+
+def _group_bytes(codes: np.ndarray, width: int) -> np.ndarray:
+    """Pack groups of 8 codes (8*width bits = width bytes each), width <= 16."""
+    n8 = -(-codes.size // 8)
+    if width <= 8:
+        c = np.zeros(n8 * 8, dtype=np.uint8)
+        c[:codes.size] = codes
+        x = _compact(c.view(">u8").astype(np.uint64), 8, width)
+        return x.astype(">u8").view(np.uint8).reshape(n8, 8)[:, 8 - width:]
+    c = np.zeros(n8 * 8, dtype=">u2")           # big-endian lanes, first code on top
+    c[:codes.size] = codes
+    x = _compact(c.view(">u8").astype(np.uint64), 16, width).reshape(n8, 2)
+    hi, lo = x[:, 0].copy(), x[:, 1].copy()      # 4*width bits each
+    half = 4 * width
+    if half < 64:                                # as one 128-bit value hi * 2**half + lo
+        lo |= hi << np.uint64(half)
+        hi >>= np.uint64(64 - half)
+    words = np.empty((n8, 2), dtype=">u8")
+    words[:, 0] = hi
+    words[:, 1] = lo
+    return words.view(np.uint8).reshape(n8, 16)[:, 16 - width:]
+
+
+def _group_codes(data: np.ndarray, count: int, width: int) -> np.ndarray:
+    """Inverse of :func:`_group_bytes`: ``count`` codes as int64."""
+    n8 = -(-count // 8)
+    nbytes = 8 if width <= 8 else 16
+    buf = np.zeros((n8, nbytes), dtype=np.uint8)
+    flat = data.reshape(-1)
+    full = flat.size // width
+    buf[:full, nbytes - width:] = flat[:full * width].reshape(full, width)
+    if full < n8:                                # last partial group, zero padded
+        buf[full, nbytes - width:nbytes - width + flat.size - full * width] = \
+            flat[full * width:]
+    if width <= 8:
+        x = _expand(buf.view(">u8")[:, 0].astype(np.uint64), 8, width)
+        codes = x.astype(">u8").view(np.uint8)
+    else:
+        words = buf.view(">u8")
+        hi = words[:, 0].astype(np.uint64)
+        lo = words[:, 1].astype(np.uint64)
+        half = 4 * width
+        if half < 64:
+            lo_part = lo & np.uint64((1 << half) - 1)
+            hi = (hi << np.uint64(64 - half)) | (lo >> np.uint64(half))
+            lo = lo_part
+        x = np.empty((n8, 2), dtype=np.uint64)
+        x[:, 0] = hi
+        x[:, 1] = lo
+        codes = _expand(x.reshape(-1), 16, width).astype(">u8").view(">u2")
+    return codes[:count].astype(np.int64)
+
+
+def pack_fixed(codes: np.ndarray, width: int) -> bytes:
+    """Pack non-negative ``codes`` (each ``< 2**width``, width <= 32) in ``width`` bits
+    each, MSB first, zero-padded to a whole byte."""
+    nbytes = _word_bytes(width)
+    if width == 8 * nbytes:            # byte-aligned: the big-endian bytes are the stream
+        return np.ascontiguousarray(codes, dtype=f">u{nbytes}").tobytes()
+    need = -(-codes.size * width // 8)
+    if width <= 16:
+        return _group_bytes(codes, width).tobytes()[:need]
+    words = np.ascontiguousarray(codes, dtype=f">u{nbytes}")
+    bits = np.unpackbits(words.view(np.uint8).reshape(-1, nbytes), axis=1)
+    return np.packbits(bits[:, 8 * nbytes - width:]).tobytes()
+
+
+def unpack_fixed(data: np.ndarray, count: int, width: int) -> np.ndarray:
+    """Inverse of :func:`pack_fixed`: ``count`` codes of ``width`` bits as int64.
+
+    ``data`` is a uint8 array of at least ``ceil(count * width / 8)`` bytes.
+    """
+    nbytes = _word_bytes(width)
+    if width == 8 * nbytes:
+        return data[:count * nbytes].view(f">u{nbytes}").astype(np.int64)
+    if width <= 16:
+        return _group_codes(data[:-(-count * width // 8)], count, width)
+    bits = np.unpackbits(data, count=count * width).reshape(count, width)
+    words = np.packbits(bits, axis=1)                  # (count, ceil(width/8)) bytes
+    padded = np.zeros((count, nbytes), dtype=np.uint8)
+    padded[:, :words.shape[1]] = words
+    return (padded.view(f">u{nbytes}")[:, 0] >> (8 * nbytes - width)).astype(np.int64)

@@ -1,0 +1,246 @@
+"""The Ray engine on a real local Ray: exactness, bytes, defaults, faults, checkpoints."""
+
+import os
+import signal
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from ray_relu import FitResult, PlantedReLU, fit
+from ray_relu.checkpoint import CheckpointError
+from ray_relu.codecs import get_codec
+from ray_relu.data import ParquetData, write_parquet
+from ray_relu.reference import sgd
+from ray_relu.result import DETERMINISTIC_COLUMNS
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+MODES = ("master", "all-to-all")
+
+
+def columns(table, names=DETERMINISTIC_COLUMNS):
+    return {c: np.asarray(table.column(c)) for c in names}
+
+
+def assert_same_history(a, b):
+    ca, cb = columns(a.history), columns(b.history)
+    for name in DETERMINISTIC_COLUMNS:
+        np.testing.assert_array_equal(ca[name], cb[name], err_msg=name)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("K", [1, 2, 3])
+@pytest.mark.parametrize("batch_size", [None, 12])
+def test_fp64_fit_matches_single_process_reference(mode, K, batch_size):
+    problem = PlantedReLU(d=15, n=150, noise=0.05, seed=2)
+    kwargs = dict(codec="fp64", workers=K, batch_size=batch_size, iterations=12, seed=4)
+    result = fit(problem, mode=mode, tol=0.0, progress=False, **kwargs)
+    ref = sgd(problem, **kwargs)
+    assert result.history.num_rows == ref.history.num_rows == 13
+    for name in ("loss", "rel_error"):
+        np.testing.assert_allclose(np.asarray(result.history.column(name)),
+                                   np.asarray(ref.history.column(name)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.w, ref.iterates[-1], rtol=0, atol=1e-12)
+    assert result.iterations == 12 and not result.converged
+    assert result.replica_divergence == 0.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_qsgd_fit_matches_reference_draw_for_draw(mode):
+    problem = PlantedReLU(d=30, n=240, seed=1)
+    kwargs = dict(codec="qsgd", codec_options={"levels": 2}, workers=2, batch_size=40,
+                  iterations=25, seed=9)
+    result = fit(problem, mode=mode, tol=0.0, progress=False, **kwargs)
+    ref = sgd(problem, **kwargs)
+    np.testing.assert_allclose(np.asarray(result.history.column("rel_error")),
+                               np.asarray(ref.history.column("rel_error")), atol=1e-12)
+
+
+def test_master_and_all_to_all_give_the_same_trajectory():
+    problem = PlantedReLU(d=40, n=320, noise=0.01, seed=3)
+    common = dict(codec="qsgd", codec_options={"levels": 4, "bucket_size": 16}, workers=3,
+                  batch_size=60, iterations=30, tol=0.0, seed=5, progress=False)
+    a, b = fit(problem, mode="master", **common), fit(problem, mode="all-to-all", **common)
+    for name in ("loss", "rel_error", "rel_change"):
+        np.testing.assert_array_equal(np.asarray(a.history.column(name)),
+                                      np.asarray(b.history.column(name)))
+    np.testing.assert_array_equal(a.w, b.w)
+
+
+@pytest.mark.parametrize("codec", ["fp32", "fp16"])
+def test_bytes_are_the_real_message_sizes(codec):
+    d, K = 50, 3
+    problem = PlantedReLU(d=d, n=300, seed=0)
+    message = len(get_codec(codec).encode(np.ones(d)))
+    w_message = len(get_codec("fp64").encode(np.ones(d)))
+    master = fit(problem, codec=codec, workers=K, iterations=5, tol=0, progress=False)
+    up, down = np.asarray(master.history.column("bytes_up")), \
+        np.asarray(master.history.column("bytes_down"))
+    assert np.all(up[1:] == K * message)
+    assert np.all(down == K * w_message)
+    assert up[0] == K * message + K * w_message  # moment sums (float64) go up first
+    a2a = fit(problem, codec=codec, workers=K, mode="all-to-all", iterations=5, tol=0,
+              progress=False)
+    peer = np.asarray(a2a.history.column("bytes_peer"))
+    assert peer[0] == K * (K - 1) * w_message   # moment sums exchanged
+    assert np.all(peer[1:] == K * (K - 1) * message)
+    assert np.all(np.asarray(a2a.history.column("bytes_up")) == 0)
+
+
+def test_qsgd_moves_far_fewer_bytes_than_fp32():
+    problem = PlantedReLU(d=1000, n=4000, seed=0)
+    common = dict(workers=2, iterations=3, tol=0, progress=False)
+    fp32 = fit(problem, codec="fp32", **common)
+    q = fit(problem, codec="qsgd", codec_options={"levels": 1}, **common)
+    up32 = np.asarray(fp32.history.column("bytes_up"))[1:].mean()
+    upq = np.asarray(q.history.column("bytes_up"))[1:].mean()
+    assert upq < up32 / 8
+
+
+CODECS = [("fp64", {}), ("fp32", {}), ("fp16", {}), ("qsgd", {"levels": 1}),
+          ("qsgd", {"levels": 4}), ("qsgd", {"levels": 2, "bucket_size": 32})]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("codec, options", CODECS)
+def test_untuned_defaults_converge_for_every_codec(codec, options, mode):
+    problem = PlantedReLU(d=100, n=800, seed=7)
+    result = fit(problem, codec=codec, codec_options=options, workers=2, mode=mode,
+                 tol=1e-6, iterations=2000, progress=False)
+    assert result.converged, (codec, options, mode, result)
+    assert result.rel_error <= 1e-6
+    assert result.replica_divergence == 0.0
+
+
+def test_minibatch_defaults_converge():
+    problem = PlantedReLU(d=100, n=1600, seed=8)
+    result = fit(problem, codec="qsgd", codec_options={"levels": 4}, workers=2,
+                 batch_size=64, tol=1e-6, iterations=4000, progress=False)
+    assert result.converged
+
+
+def _kill(how):
+    def on_round(record, workers):
+        if record.iteration == 4:
+            victim = workers[1]
+            if how == "sigkill":
+                os.kill(ray.get(victim.info.remote())["pid"], signal.SIGKILL)
+            else:
+                ray.kill(victim, no_restart=False)
+    return on_round
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", ["sigkill", "ray.kill"])
+def test_killed_worker_restarts_and_the_history_is_unchanged(mode, how):
+    problem = PlantedReLU(d=20, n=300, noise=0.1, seed=4)
+    common = dict(codec="qsgd", codec_options={"levels": 2}, workers=3, mode=mode,
+                  batch_size=30, iterations=12, tol=0, seed=3, progress=False)
+    calm = fit(problem, **common)
+    hit = fit(problem, on_round=_kill(how), **common)
+    assert hit.restarts >= 1
+    assert_same_history(calm, hit)
+    np.testing.assert_array_equal(calm.w, hit.w)
+    assert hit.replica_divergence == 0.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_resume_continues_exactly(tmp_path, mode):
+    problem = PlantedReLU(d=25, n=200, noise=0.05, seed=6)
+    common = dict(codec="qsgd", codec_options={"levels": 2}, workers=2, mode=mode,
+                  batch_size=40, tol=0, seed=1, progress=False)
+    path = tmp_path / "ck.npz"
+    first = fit(problem, iterations=12, checkpoint=path, checkpoint_every=5, **common)
+    assert first.iterations == 12 and path.exists()
+    resumed = fit(problem, iterations=30, resume=path, **common)
+    straight = fit(problem, iterations=30, **common)
+    assert resumed.history.num_rows == 31
+    assert_same_history(resumed, straight)
+    np.testing.assert_array_equal(resumed.w, straight.w)
+
+
+def test_resume_errors_are_clear(tmp_path):
+    problem = PlantedReLU(d=10, n=100, seed=0)
+    with pytest.raises(CheckpointError, match="not found"):
+        fit(problem, resume=tmp_path / "missing.npz", progress=False)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        fit(problem, resume=bad, progress=False)
+    path = tmp_path / "ck.npz"
+    fit(problem, workers=2, iterations=3, tol=0, checkpoint=path, progress=False)
+    with pytest.raises(CheckpointError, match="workers: checkpoint has 2, this run has 3"):
+        fit(problem, workers=3, resume=path, progress=False)
+    with pytest.raises(CheckpointError, match="codec"):
+        fit(problem, workers=2, codec="fp16", resume=path, progress=False)
+    with pytest.raises(CheckpointError, match="data"):
+        fit(PlantedReLU(d=10, n=100, seed=1), workers=2, resume=path, progress=False)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError):
+        fit(problem, workers=2, resume=truncated, progress=False)
+
+
+@pytest.mark.parametrize("layout", ["list", "columns"])
+def test_parquet_shards_give_the_same_fit(tmp_path, layout):
+    problem = PlantedReLU(d=12, n=160, seed=5)
+    path = write_parquet(problem, tmp_path / "data.parquet", layout=layout, row_group_size=37)
+    common = dict(codec="fp64", workers=3, iterations=8, tol=0, progress=False)
+    a, b = fit(problem, **common), fit(ParquetData(path), **common)
+    np.testing.assert_array_equal(a.w, b.w)
+    assert b.stopping_rule == "rel_error"
+
+
+def test_parquet_without_w_star_stops_on_relative_change(tmp_path):
+    problem = PlantedReLU(d=10, n=200, seed=2)
+    path = write_parquet(problem, tmp_path / "d.parquet")
+    table = pq.read_table(path).replace_schema_metadata(None)
+    bare = tmp_path / "bare.parquet"
+    pq.write_table(table, bare)
+    result = fit(str(bare), workers=2, tol=1e-9, iterations=500, progress=False)
+    assert result.stopping_rule == "rel_change" and result.converged
+    assert result.w_star is None and np.isnan(result.rel_error)
+    assert np.linalg.norm(result.w - problem.w_star) < 1e-6
+
+
+def test_result_outputs(tmp_path):
+    result = fit(PlantedReLU(d=10, n=100), workers=2, iterations=5, tol=0, progress=False)
+    assert isinstance(result, FitResult)
+    out = tmp_path / "h.parquet"
+    result.to_parquet(out)
+    table = pq.read_table(out)
+    assert table.num_rows == 6 and b"ray_relu" in table.schema.metadata
+    fig = result.plot()
+    assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "log"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mode="ring"), "mode must be one of 'master', 'all-to-all'"),
+    (dict(codec="fp8"), "fp8"),
+    (dict(workers=0), "workers must be an integer >= 1"),
+    (dict(workers=101), "workers must be an integer <= 100"),
+    (dict(batch_size=1, workers=2), "batch_size must be an integer >= 2"),
+    (dict(batch_size=1000), "batch_size must be an integer <= 100"),
+    (dict(step_size=-1.0), "step_size must be > 0"),
+    (dict(tol=float("nan")), "tol must be finite"),
+    (dict(init="ones"), "init must be one of"),
+    (dict(init=np.zeros(3)), r"init must have shape \(10,\)"),
+    (dict(mode="all-to-all", downlink_codec="fp16"), "downlink_codec applies to mode='master'"),
+    (dict(placement="random"), "placement must be one of"),
+    (dict(codec="qsgd", codec_options={"levels": 0}), "levels"),
+])
+def test_fit_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(PlantedReLU(d=10, n=100), progress=False, **kwargs)
+
+
+def test_encoded_downlink_converges_and_shrinks_downlink_bytes():
+    problem = PlantedReLU(d=200, n=1600, seed=1)
+    full = fit(problem, workers=2, tol=1e-6, iterations=3000, progress=False)
+    q = fit(problem, workers=2, tol=1e-6, iterations=3000, progress=False,
+            downlink_codec={"id": "qsgd", "levels": 4})
+    assert q.converged
+    down_full = np.asarray(full.history.column("bytes_down"))[1:].mean()
+    down_q = np.asarray(q.history.column("bytes_down"))[1:].mean()
+    assert down_q < down_full / 4
