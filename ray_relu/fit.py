@@ -169,9 +169,14 @@ def _save(path, settings, coord, t, rows, converged, divergence) -> None:
 
 
 def _progress_bar(progress: bool, total: int, initial: int):
-    if not progress or not sys.stderr.isatty():
+    # A terminal gets a text bar, a Jupyter kernel a widget; logs and pipes get nothing.
+    in_notebook = "ipykernel" in sys.modules
+    if not progress or not (sys.stderr.isatty() or in_notebook):
         return None
-    from tqdm import tqdm
+    if in_notebook:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
     return tqdm(total=total, initial=initial, desc="ray_relu fit", unit="it",
                 leave=False, file=sys.stderr)
 

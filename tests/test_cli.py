@@ -1,0 +1,72 @@
+"""The ``ray-relu`` command line: real fits on the session's Ray, one-line errors, exit codes."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from ray_relu.cli import main
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def test_fit_prints_summary_and_writes_history(tmp_path, capsys):
+    out = tmp_path / "history.parquet"
+    code = main(["fit", "--d", "40", "--n", "320", "--workers", "2", "--mode", "all-to-all",
+                 "--codec", "qsgd", "--levels", "4", "--tol", "1e-6", "--out", str(out),
+                 "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "qsgd(levels=4" in printed and "all-to-all K=2" in printed
+    table = pq.read_table(out)
+    assert table.column("rel_error")[-1].as_py() <= 1e-6
+    meta = json.loads(table.schema.metadata[b"ray_relu"])
+    assert meta["summary"]["converged"] is True
+    assert meta["config"]["workers"] == 2
+
+
+def test_fit_json_summary_and_strict_exit_code(capsys):
+    code = main(["fit", "--d", "30", "--n", "240", "--workers", "1", "--iterations", "2",
+                 "--json", "--strict", "--no-progress"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["iterations"] == 2 and summary["converged"] is False
+    assert code == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "--d", "0"], "d must be an integer >= 1"),
+    (["fit", "--codec", "int8"], "invalid choice: 'int8'"),
+    (["fit", "--mode", "ring"], "invalid choice: 'ring'"),
+    (["fit", "--codec", "fp32", "--levels", "4"], "--levels apply to --codec qsgd only"),
+    (["fit", "--codec", "qsgd", "--levels", "0"], "levels"),
+    (["fit", "--noise", "nan"], "noise"),
+    (["fit", "--data", "/nonexistent/data.parquet"], "/nonexistent/data.parquet"),
+    (["fit", "--d", "10", "--n", "80", "--resume", "/nonexistent/ckpt.npz"], "ckpt.npz"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc_info:
+        code = main(argv)
+        raise SystemExit(code)
+    assert exc_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert err.startswith("ray-relu: error:") and "\n" not in err
+
+
+def test_help_lists_commands_and_examples(capsys):
+    with pytest.raises(SystemExit) as exc_info:
+        main(["--help"])
+    assert exc_info.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("fit", "demo", "write-parquet", "cluster", "examples:"):
+        assert word in text
+
+
+def test_write_parquet_then_fit_from_it(tmp_path, capsys):
+    path = tmp_path / "data.parquet"
+    assert main(["write-parquet", "--d", "20", "--n", "200", "--out", str(path)]) == 0
+    assert main(["fit", "--data", str(path), "--workers", "2", "--tol", "1e-9",
+                 "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # The Parquet file carries w*, so the planted stopping rule applies.
+    assert summary["stopping_rule"] == "rel_error" and summary["converged"] is True
