@@ -173,10 +173,13 @@ def _progress_bar(progress: bool, total: int, initial: int):
     in_notebook = "ipykernel" in sys.modules
     if not progress or not (sys.stderr.isatty() or in_notebook):
         return None
+    from tqdm import tqdm
     if in_notebook:
-        from tqdm.auto import tqdm
-    else:
-        from tqdm import tqdm
+        try:  # the widget needs ipywidgets; without it the text bar works in a notebook too
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm
+        except ImportError:
+            pass
     return tqdm(total=total, initial=initial, desc="ray_relu fit", unit="it",
                 leave=False, file=sys.stderr)
 
