@@ -70,3 +70,21 @@ def test_write_parquet_then_fit_from_it(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # The Parquet file carries w*, so the planted stopping rule applies.
     assert summary["stopping_rule"] == "rel_error" and summary["converged"] is True
+
+
+def test_console_script_starts_its_own_local_ray(tmp_path):
+    """`ray-relu fit` in a fresh process, no Ray running in it: fit starts a local Ray."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("ray-relu")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([str(script), "fit", "--d", "20", "--n", "160", "--workers", "2",
+                           "--json", "--tol", "1e-6"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=180)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["converged"] is True and summary["rel_error"] <= 1e-6
