@@ -1,0 +1,221 @@
+"""Coordinator overhead: ``fit``'s time per iteration on a trivial shard, next to the
+plainest Ray loops that move the same bytes between the same number of actors.
+
+With d = 8 and 4 rows per worker the arithmetic is a few microseconds, so what is
+left is the engine's per-round machinery: task submission, object transfer, the stats
+round trip, aggregation and bookkeeping. Three candidates per (K, mode), K = 1, 2, 4:
+
+- **fit**: ``ray_relu.fit(codec="fp32", tol=0, progress=False)``. Per-iteration time
+  excludes setup (actor start, shard build, start round, final replica fetch): the
+  driver clock is stamped in the ``on_round`` callback after every round and we take
+  ``(stamp[T] - stamp[W]) / (T - W)`` after ``W`` warm-up rounds (see
+  ``benchmarks/_fit_timing.py``), i.e. the mean steady-state cost of one iteration,
+  everything between two rounds included.
+- **bare**: a fan-out/fan-in loop written here with plain actors whose method returns
+  a precomputed message of the fit's real size (fp32 gradient, 41-byte header
+  included). *master*: ship ``w`` (its fp64 message size), K calls, one ``ray.get``
+  of all K, numpy decode + average + step. ``w`` travels the way ``fit`` ships it:
+  inline in the call below Ray's 100 KiB inline limit, one ``ray.put`` above;
+  **bare_put** is the same loop with ``ray.put(w)`` every round regardless, the
+  textbook parameter-server loop. *all-to-all*: each actor gets the K message refs
+  of the previous round as call arguments (Ray resolves them before the call, the
+  way ``fit`` passes them; a refs list fetched with ``ray.get`` inside the actor is
+  slower, so the reference is the stricter one), decodes them in order and steps
+  its replica; the driver waits for the K new messages.
+- **compiled**: the same actors in a Ray Compiled Graph (``ray.dag.InputNode`` /
+  ``MultiOutputNode``, ``experimental_compile()``). master: ``execute(w)`` -> K
+  messages; all-to-all: one ``execute`` runs gradient -> exchange -> apply on every
+  actor (the driver receives K small acks). Compiled afresh for each repeat and torn
+  down right after it (compile time excluded): idle compiled-graph actors keep
+  polling their channels and would otherwise steal CPU from the other candidates.
+
+Candidates are interleaved (fit, bare, bare_put, compiled, fit, ...) so the machine's
+noise hits them alike; each figure is the median over repeats of the steady-state mean.
+Goal (issue 8): ``fit / bare <= 1.3``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import numpy as np
+import ray
+from ray.dag import InputNode, MultiOutputNode
+
+from benchmarks._common import parse_args, print_table, write_json
+from benchmarks._fit_timing import start_ray, time_fit
+
+D = 8
+ROWS_PER_WORKER = 4
+GOAL = 1.3
+INLINE_BYTES = 100 * 1024       # Ray's default max_direct_call_object_size
+
+
+class EchoWorker:
+    """A stand-in shard worker: returns a fixed gradient message, decodes peers'."""
+
+    def __init__(self, message_bytes: int, header: int, d: int) -> None:
+        body = np.full(d, 0.5, dtype=np.float32).tobytes()
+        self.message = bytes(message_bytes - len(body)) + body
+        self.header = header
+        self.w = np.zeros(d)
+
+    def gradient(self, *inputs: Any) -> bytes:
+        """This round's message (the inputs, ``w`` or nothing, are already resolved)."""
+        return self.message
+
+    def exchange(self, *peers: bytes) -> bytes:
+        """Decode the K peer messages in order, step the replica, return a message."""
+        if peers:
+            g = np.mean([np.frombuffer(p, np.float32, offset=self.header) for p in peers],
+                        axis=0)
+            self.w = self.w - 0.1 * g
+        return self.message
+
+    def apply(self, *peers: bytes) -> int:
+        """Compiled all-to-all: apply the round's K messages, return a tiny ack."""
+        self.exchange(*peers)
+        return 0
+
+
+def _message_sizes(d: int) -> tuple[int, int, int]:
+    """(fp32 gradient message, fp64 ``w`` message, header) sizes, from the real codecs."""
+    from ray_relu.codecs import FullPrecision, get_codec
+    from ray_relu.codecs.base import HEADER_SIZE
+    g = np.ones(d)
+    return (len(get_codec("fp32").encode(g)), len(FullPrecision("float64").encode(g)),
+            HEADER_SIZE)
+
+
+class BareLoops:
+    """Plain-Ray and compiled-graph loops over K echo actors (one set per loop kind)."""
+
+    def __init__(self, K: int, mode: str, d: int = D) -> None:
+        self.K, self.mode, self.d = K, mode, d
+        self.up, self.down, self.header = _message_sizes(d)
+        actor = ray.remote(EchoWorker).options(num_cpus=0)
+        self.actors = [actor.remote(self.up, self.header, d) for _ in range(K)]
+        self.graph_actors = [actor.remote(self.up, self.header, d) for _ in range(K)]
+        ray.get([a.gradient.remote() for a in self.actors + self.graph_actors])
+        self.w = np.zeros(d)
+        self.previous: list = []
+        self.graph = None
+
+    def _compile(self):
+        with InputNode() as inp:
+            grads = [a.gradient.bind(inp) for a in self.graph_actors]
+            if self.mode == "all-to-all":
+                grads = [a.apply.bind(*grads) for a in self.graph_actors]
+            dag = MultiOutputNode(grads)
+        return dag.experimental_compile()
+
+    def _w_message(self) -> bytes:
+        return bytes(self.down - 8 * self.d) + self.w.tobytes()
+
+    def _step(self, messages: list[bytes]) -> None:
+        g = np.mean([np.frombuffer(m, np.float32, offset=self.header) for m in messages],
+                    axis=0)
+        self.w = self.w - 0.1 * g
+
+    def bare(self, put: bool = False) -> None:
+        """One iteration of the plain fan-out/fan-in loop."""
+        if self.mode == "master":
+            message = self._w_message()
+            arg = ray.put(message) if put or len(message) >= INLINE_BYTES else message
+            self._step(ray.get([a.gradient.remote(arg) for a in self.actors]))
+        else:
+            refs = [a.exchange.remote(*self.previous) for a in self.actors]
+            ray.get(refs)
+            self.previous = refs
+
+    def compiled(self) -> None:
+        """One iteration through the compiled graph (see :meth:`compiled_seconds`)."""
+        if self.mode == "master":
+            self._step(ray.get(self.graph.execute(self._w_message())))
+        else:
+            ray.get(self.graph.execute(0))
+
+    def compiled_seconds(self, iterations: int, warmup: int) -> float:
+        """Compile, time :meth:`compiled`, tear down. A compiled graph's actors poll
+        their channels (~20-30 % of a core each, measured), so the graph must not
+        outlive its own measurement or it would slow the other candidates down."""
+        self.graph = self._compile()
+        try:
+            return _loop_seconds(self.compiled, iterations, warmup)
+        finally:
+            self.graph.teardown()
+            self.graph = None
+
+    def close(self) -> None:
+        for a in self.actors + self.graph_actors:
+            ray.kill(a)
+
+
+def _loop_seconds(step: Callable[[], None], iterations: int, warmup: int) -> float:
+    """Mean seconds per call of ``step`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(iterations - warmup):
+        step()
+    return (time.perf_counter() - start) / (iterations - warmup)
+
+
+def measure(K: int, mode: str, *, iterations: int, warmup: int, repeats: int) -> dict:
+    """Interleaved steady-state seconds per iteration of every candidate."""
+    from ray_relu import PlantedReLU
+
+    problem = PlantedReLU(d=D, n=K * ROWS_PER_WORKER, seed=0)
+    loops = BareLoops(K, mode)
+    candidates: dict[str, Callable[[], float]] = {
+        "fit": lambda: time_fit(problem, codec="fp32", workers=K, mode=mode,
+                                iterations=iterations, warmup=warmup)["per_iteration_s"],
+        "bare": lambda: _loop_seconds(loops.bare, iterations, warmup),
+        "compiled": lambda: loops.compiled_seconds(iterations, warmup),
+    }
+    if mode == "master":
+        candidates["bare_put"] = lambda: _loop_seconds(lambda: loops.bare(put=True),
+                                                       iterations, warmup)
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    try:
+        for _ in range(repeats):
+            for name, run in candidates.items():
+                samples[name].append(run())
+    finally:
+        loops.close()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    iterations, warmup, repeats = (200, 20, 3) if args.quick else (600, 50, 7)
+    start_ray()
+    rows = []
+    try:
+        for mode in ("master", "all-to-all"):
+            for K in (1, 2, 4):
+                t = measure(K, mode, iterations=iterations, warmup=warmup, repeats=repeats)
+                rows.append({
+                    "mode": mode, "K": K, "fit_ms": 1e3 * t["fit"],
+                    "bare_ms": 1e3 * t["bare"],
+                    "bare_put_ms": 1e3 * t["bare_put"] if "bare_put" in t else "-",
+                    "compiled_ms": 1e3 * t["compiled"],
+                    "fit/bare": t["fit"] / t["bare"],
+                    "fit/compiled": t["fit"] / t["compiled"],
+                    "goal_met": t["fit"] / t["bare"] <= GOAL})
+                print_table(rows[-1:], f"{mode} K={K}")
+    finally:
+        ray.shutdown()
+    print_table(rows, f"seconds per iteration, d={D}, {ROWS_PER_WORKER} rows/worker "
+                      f"(goal fit/bare <= {GOAL})")
+    payload = {"d": D, "rows_per_worker": ROWS_PER_WORKER, "iterations": iterations,
+               "warmup": warmup, "repeats": repeats, "goal_fit_over_bare": GOAL,
+               "rows": rows}
+    write_json("coordinator_overhead", payload, args.out)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
