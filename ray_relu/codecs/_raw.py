@@ -17,7 +17,8 @@ class RawFloatCodec(Codec):
     def encode(self, vec: np.ndarray, *, rng: np.random.Generator | None = None) -> bytes:
         """Cast ``vec`` to this codec's float type; ``rng`` is ignored (exact codec)."""
         arr = check_vector(vec)
-        cast = arr.astype(self._dtype.newbyteorder("<"), copy=False)
+        with np.errstate(over="ignore"):          # overflow is reported just below
+            cast = arr.astype(self._dtype.newbyteorder("<"), copy=False)
         if not np.isfinite(cast).all():       # one pass catches NaN/inf input and overflow
             if not np.isfinite(arr).all():
                 raise non_finite_error("vec", arr)
@@ -30,18 +31,22 @@ class RawFloatCodec(Codec):
         header = Header(self.codec_id, arr.size, 0, 0, "none", "raw", len(payload))
         return header.pack() + payload
 
-    def decode(self, buf: bytes | bytearray | memoryview) -> np.ndarray:
-        """Decode to a new float64 array of length d."""
-        header, payload = self._read_header(buf)
-        if (header.levels, header.bucket_size, header.norm, header.coding) != (0, 0, "none", "raw"):
+    def decode(self, buf: bytes | bytearray | memoryview, *,
+               max_dim: int | None = None) -> np.ndarray:
+        """Decode to a new float64 array of length d (see :meth:`Codec.decode`)."""
+        header, payload = self._read_header(buf, max_dim)
+        if (header.levels, header.bucket_size, header.norm, header.coding,
+                header.exponent) != (0, 0, "none", "raw", 0):
             raise CodecError(f"codec {self.codec_id!r} has no parameters, but the header "
                              f"carries levels={header.levels}, bucket={header.bucket_size}, "
-                             f"norm={header.norm!r}, coding={header.coding!r}")
+                             f"norm={header.norm!r}, coding={header.coding!r}, "
+                             f"exponent={header.exponent}")
         expected = header.d * self._dtype.itemsize
         if header.payload_len != expected:
             raise CodecError(f"{self.codec_id} payload for d={header.d} must be {expected} "
                              f"bytes, got {header.payload_len}")
-        out = payload.view(self._dtype.newbyteorder("<")).astype(np.float64)
+        with np.errstate(invalid="ignore"):       # a NaN on the wire is reported below
+            out = payload.view(self._dtype.newbyteorder("<")).astype(np.float64)
         if not np.isfinite(out).all():        # the encoder never writes NaN or inf
             raise CodecError(f"{self.codec_id} payload holds NaN or inf values")
         return out

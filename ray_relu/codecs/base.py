@@ -13,7 +13,7 @@ levels      4      QSGD levels ``s`` (0 for codecs without parameters)
 bucket      4      QSGD bucket size (0 = one bucket for the whole vector)
 norm        1      0 = none, 1 = l2, 2 = max
 coding      1      0 = raw, 1 = elias (sparse), 2 = dense
-reserved    2      must be 0
+exponent    2      signed power of two applied to the QSGD bucket scales (0 otherwise)
 payload     8      payload length in bytes; must equal ``len(message) - 41``
 ==========  =====  ===========================================================
 
@@ -29,15 +29,17 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from .._validation import check_int
+
 __all__ = ["Codec", "CodecError", "Header", "HEADER_SIZE", "MAGIC", "FORMAT_VERSION",
            "MAX_DIM", "NORMS", "CODINGS"]
 
 MAGIC = b"RRLC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2            # 2: the former reserved field carries the scale exponent
 # Cap on d: a hostile header cannot make a decoder allocate more than ~16 GiB of float64,
 # and every index fits comfortably in int64 arithmetic.
 MAX_DIM = 2 ** 31
-_HEADER = struct.Struct("<4sB8sQIIBBHQ")
+_HEADER = struct.Struct("<4sB8sQIIBBhQ")
 HEADER_SIZE = _HEADER.size
 NORMS = {"none": 0, "l2": 1, "max": 2}
 CODINGS = {"raw": 0, "elias": 1, "dense": 2}
@@ -59,12 +61,13 @@ class Header(NamedTuple):
     norm: str
     coding: str
     payload_len: int
+    exponent: int = 0
 
     def pack(self) -> bytes:
         """The header's 41 bytes."""
         return _HEADER.pack(MAGIC, FORMAT_VERSION, self.codec_id.encode("ascii"), self.d,
                             self.levels, self.bucket_size, NORMS[self.norm],
-                            CODINGS[self.coding], 0, self.payload_len)
+                            CODINGS[self.coding], self.exponent, self.payload_len)
 
 
 def as_byte_array(buf: Any) -> np.ndarray:
@@ -73,7 +76,7 @@ def as_byte_array(buf: Any) -> np.ndarray:
         if buf.dtype != np.uint8 or buf.ndim != 1:
             raise CodecError(f"buf must be bytes-like or a 1-D uint8 array, got a "
                              f"{buf.dtype} array of shape {buf.shape}")
-        return buf
+        return np.ascontiguousarray(buf)
     try:
         mv = memoryview(buf)
     except TypeError:
@@ -89,7 +92,7 @@ def parse_header(data: np.ndarray) -> Header:
     if data.size < HEADER_SIZE:
         raise CodecError(f"message too short: {data.size} bytes, a header alone is "
                          f"{HEADER_SIZE} bytes")
-    magic, version, raw_id, d, levels, bucket, norm, coding, reserved, payload_len = \
+    magic, version, raw_id, d, levels, bucket, norm, coding, exponent, payload_len = \
         _HEADER.unpack(data[:HEADER_SIZE].tobytes())
     if magic != MAGIC:
         raise CodecError(f"not a ray_relu codec message: magic {magic!r}, expected {MAGIC!r}")
@@ -99,8 +102,6 @@ def parse_header(data: np.ndarray) -> Header:
     codec_id = raw_id.rstrip(b"\0")
     if not codec_id or not all(0x21 <= c < 0x7f for c in codec_id) or b"\0" in codec_id:
         raise CodecError(f"corrupt codec id field {raw_id!r}")
-    if reserved != 0:
-        raise CodecError(f"reserved header field must be 0, got {reserved}")
     if not 1 <= d <= MAX_DIM:
         raise CodecError(f"impossible dimension d={d}; allowed 1..{MAX_DIM}")
     if norm not in _NORM_NAMES:
@@ -113,7 +114,7 @@ def parse_header(data: np.ndarray) -> Header:
         raise CodecError(f"message {what}: header announces a {payload_len}-byte payload, "
                          f"got {actual} bytes")
     return Header(codec_id.decode("ascii"), d, levels, bucket, _NORM_NAMES[norm],
-                  _CODING_NAMES[coding], payload_len)
+                  _CODING_NAMES[coding], payload_len, exponent)
 
 
 def check_vector(vec: Any, name: str = "vec") -> np.ndarray:
@@ -125,10 +126,14 @@ def check_vector(vec: Any, name: str = "vec") -> np.ndarray:
         arr = vec
     else:
         try:
-            arr = np.asarray(vec, dtype=np.float64)
+            arr = np.asarray(vec)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} must be a 1-D numeric array, got "
                              f"{type(vec).__name__}: {exc}") from None
+        if arr.dtype.kind not in "biuf":            # no strings, objects, complex numbers
+            raise ValueError(f"{name} must be a 1-D numeric array of real numbers, got "
+                             f"{type(vec).__name__} of dtype {arr.dtype}")
+        arr = arr.astype(np.float64, copy=False)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got an array of shape {arr.shape}")
     if not 1 <= arr.size <= MAX_DIM:
@@ -158,8 +163,15 @@ class Codec(abc.ABC):
         """Encode a finite 1-D vector; ``rng`` is used only by stochastic codecs."""
 
     @abc.abstractmethod
-    def decode(self, buf: bytes | bytearray | memoryview) -> np.ndarray:
-        """Decode a message to a new 1-D float64 array; raise CodecError if malformed."""
+    def decode(self, buf: bytes | bytearray | memoryview, *,
+               max_dim: int | None = None) -> np.ndarray:
+        """Decode a message to a new 1-D float64 array; raise CodecError if malformed.
+
+        The output takes ``8 d`` bytes, ``d`` read from the header. A sparse message
+        describing a long, mostly zero vector is legitimately short, so a hostile header
+        could ask for up to ``8 * MAX_DIM`` bytes: pass ``max_dim`` (the largest ``d``
+        you expect) to reject such messages with a CodecError before allocating.
+        """
 
     @abc.abstractmethod
     def variance_bound(self, d: int) -> float:
@@ -184,13 +196,20 @@ class Codec(abc.ABC):
         return cls(**config)
 
     # -- helpers for subclasses -------------------------------------------------------
-    def _read_header(self, buf: Any) -> tuple[Header, np.ndarray]:
-        """Parse the header, check it names this codec; return it and the payload bytes."""
+    def _read_header(self, buf: Any, max_dim: int | None = None
+                     ) -> tuple[Header, np.ndarray]:
+        """Parse the header, check it names this codec and ``d <= max_dim``; return it
+        and the payload bytes."""
+        if max_dim is not None:
+            max_dim = check_int("max_dim", max_dim, minimum=1)
         data = as_byte_array(buf)
         header = parse_header(data)
         if header.codec_id != self.codec_id:
             raise CodecError(f"message was encoded by codec {header.codec_id!r}, cannot "
                              f"decode it with codec {self.codec_id!r}")
+        if max_dim is not None and header.d > max_dim:
+            raise CodecError(f"message announces d={header.d} coordinates, more than "
+                             f"max_dim={max_dim}")
         return header, data[HEADER_SIZE:]
 
     def __eq__(self, other: object) -> bool:

@@ -1,8 +1,9 @@
 """Vectorized bit-level coding: variable-width fields, Elias codes, fixed-width packing.
 
-Everything here works on whole arrays at once (no Python loop per value): bit arrays
-are ``uint8`` arrays of 0/1 values, most significant bit first, turned into bytes with
-``np.packbits`` only at the very end.
+Everything here works on whole arrays at once (no Python loop per value). Bit streams
+are most significant bit first; variable-width fields are written and read through
+64-bit words (:func:`pack_fields`, :func:`unpack_fields`), fixed-width codes with SWAR
+shifts (:func:`pack_fixed`, :func:`unpack_fixed`).
 
 Elias codes (Elias 1975) for integers ``n >= 1``, with ``L = floor(log2 n)``:
 
@@ -21,13 +22,16 @@ import numpy as np
 
 __all__ = [
     "bit_length", "gamma_length", "delta_length", "omega_length",
-    "write_fields", "read_fields", "unary_bits", "read_unary",
+    "pack_fields", "unpack_fields",
     "pack_fixed", "unpack_fixed",
 ]
 
 # Every integer coded here is < 2**32 (gaps <= d <= 2**31, levels < 2**31), so no
 # Elias tail is longer than this; decoders reject longer unary runs up front.
 MAX_TAIL_BITS = 32
+# A field read through one 8-byte window starting at its first byte: <= 64 - 7 bits.
+MAX_FIELD_BITS = 57
+_U64 = np.uint64
 
 
 def bit_length(n: np.ndarray) -> np.ndarray:
@@ -62,58 +66,58 @@ def omega_length(n: np.ndarray) -> np.ndarray:
         cur = np.where(active, bl - 1, 1)
 
 
-def write_fields(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
-    """Bits of ``values[i]`` in ``widths[i]`` bits each (MSB first), concatenated.
+def pack_fields(values: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, int]:
+    """Concatenate ``values[i]`` written in ``widths[i]`` bits each, MSB first.
 
-    ``values[i]`` must be ``< 2**widths[i]``; widths may be zero.
+    ``0 <= values[i] < 2**widths[i]``, ``0 <= widths[i] <= MAX_FIELD_BITS``. Returns the
+    stream as a uint8 array, zero-padded to a whole byte, and its length in bits.
+
+    Works on 64-bit words rather than on single bits: each field lands in the word
+    holding its first bit (and spills into the next one), the fields sharing a word
+    are OR-ed together with one ``reduceat``. The cost is a few passes over the fields,
+    whatever their widths.
     """
     widths = np.asarray(widths, dtype=np.int64)
-    total = int(widths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.uint8)
-    values = np.asarray(values, dtype=np.int64)
     ends = np.cumsum(widths)
-    # shift of each output bit = (bits still to come in its field)
-    shift = np.repeat(ends - 1, widths) - np.arange(total, dtype=np.int64)
-    return ((np.repeat(values, widths) >> shift) & 1).astype(np.uint8)
+    total = int(ends[-1]) if ends.size else 0
+    nwords = -(-total // 64)
+    words = np.zeros(nwords + 1, dtype=_U64)
+    live = np.flatnonzero(widths != 0)
+    if live.size:
+        w = widths[live]
+        starts = ends[live] - w
+        word = starts >> 6
+        over = w + (starts & 63) - 64                # > 0: bits spilling into the next word
+        v = np.asarray(values, dtype=np.int64)[live].view(_U64)
+        head = (v << np.maximum(-over, 0).view(_U64)) >> np.maximum(over, 0).view(_U64)
+        first = np.flatnonzero(np.diff(word, prepend=-1) != 0)
+        words[word[first]] = np.bitwise_or.reduceat(head, first)
+        spill = np.flatnonzero(over > 0)
+        if spill.size:
+            words[word[spill] + 1] |= v[spill] << (64 - over[spill]).view(_U64)
+    stream = words[:nwords].astype(">u8").view(np.uint8)
+    return stream[:-(-total // 8)], total
 
 
-def read_fields(bits: np.ndarray, widths: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`write_fields`; ``bits`` must hold exactly ``sum(widths)`` bits."""
+def unpack_fields(data: np.ndarray, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Read the fields of ``widths`` (each ``<= MAX_FIELD_BITS``) starting at bit offsets
+    ``starts`` of the byte stream ``data``; as int64. Every field must lie inside
+    ``data`` (the caller checks the stream is long enough)."""
     widths = np.asarray(widths, dtype=np.int64)
-    total = int(widths.sum())
-    if total == 0:
-        return np.zeros(widths.shape, dtype=np.int64)
-    ends = np.cumsum(widths)
-    shift = np.repeat(ends - 1, widths) - np.arange(total, dtype=np.int64)
-    weighted = bits[:total].astype(np.int64) << shift
-    csum = np.concatenate(([0], np.cumsum(weighted)))
-    return csum[ends] - csum[ends - widths]
-
-
-def unary_bits(lengths: np.ndarray) -> np.ndarray:
-    """Unary parts of Elias gamma codewords: ``lengths[i]`` zeros then a one, each."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    ones = np.cumsum(lengths + 1) - 1
-    out = np.zeros(int(ones[-1]) + 1 if ones.size else 0, dtype=np.uint8)
-    out[ones] = 1
+    out = np.zeros(widths.size, dtype=np.int64)
+    live = np.flatnonzero(widths != 0)
+    if live.size == 0:
+        return out
+    padded = np.zeros(data.size + 8, dtype=np.uint8)
+    padded[:data.size] = data
+    # every big-endian 8-byte window of the stream, one per byte offset (a strided view)
+    windows = np.ndarray((data.size + 1,), dtype=">u8", buffer=padded, strides=(1,))
+    st = np.asarray(starts, dtype=np.int64)[live]
+    word = windows[st >> 3].astype(_U64)
+    word <<= (st & 7).view(_U64)
+    word >>= (64 - widths[live]).view(_U64)
+    out[live] = word.view(np.int64)
     return out
-
-
-def read_unary(bits: np.ndarray, count: int) -> tuple[np.ndarray, int] | None:
-    """Decode ``count`` unary runs from the start of ``bits``.
-
-    Returns ``(lengths, bits_used)`` or ``None`` when ``bits`` holds fewer than
-    ``count`` ones (the stream ran out).
-    """
-    if count == 0:
-        return np.zeros(0, dtype=np.int64), 0
-    ones = np.flatnonzero(bits)
-    if ones.size < count:
-        return None
-    ones = ones[:count]
-    lengths = np.diff(ones, prepend=-1) - 1
-    return lengths, int(ones[-1]) + 1
 
 
 def _word_bytes(width: int) -> int:
@@ -178,7 +182,7 @@ def _group_bytes(codes: np.ndarray, width: int) -> np.ndarray:
 
 
 def _group_codes(data: np.ndarray, count: int, width: int) -> np.ndarray:
-    """Inverse of :func:`_group_bytes`: ``count`` codes as int64."""
+    """Inverse of :func:`_group_bytes`: ``count`` codes as uint8 or uint16."""
     n8 = -(-count // 8)
     nbytes = 8 if width <= 8 else 16
     buf = np.zeros((n8, nbytes), dtype=np.uint8)
@@ -190,7 +194,7 @@ def _group_codes(data: np.ndarray, count: int, width: int) -> np.ndarray:
             flat[full * width:]
     if width <= 8:
         x = _expand(buf.view(">u8")[:, 0].astype(np.uint64), 8, width)
-        codes = x.astype(">u8").view(np.uint8)
+        return x.astype(">u8").view(np.uint8)[:count]
     else:
         words = buf.view(">u8")
         hi = words[:, 0].astype(np.uint64)
@@ -204,7 +208,7 @@ def _group_codes(data: np.ndarray, count: int, width: int) -> np.ndarray:
         x[:, 0] = hi
         x[:, 1] = lo
         codes = _expand(x.reshape(-1), 16, width).astype(">u8").view(">u2")
-    return codes[:count].astype(np.int64)
+        return codes[:count].astype(np.uint16)
 
 
 def pack_fixed(codes: np.ndarray, width: int) -> bytes:
@@ -222,17 +226,18 @@ def pack_fixed(codes: np.ndarray, width: int) -> bytes:
 
 
 def unpack_fixed(data: np.ndarray, count: int, width: int) -> np.ndarray:
-    """Inverse of :func:`pack_fixed`: ``count`` codes of ``width`` bits as int64.
+    """Inverse of :func:`pack_fixed`: ``count`` codes of ``width`` bits, as the smallest
+    of uint8, uint16, uint32 that holds them.
 
     ``data`` is a uint8 array of at least ``ceil(count * width / 8)`` bytes.
     """
     nbytes = _word_bytes(width)
     if width == 8 * nbytes:
-        return data[:count * nbytes].view(f">u{nbytes}").astype(np.int64)
+        return data[:count * nbytes].view(f">u{nbytes}").astype(f"u{nbytes}")
     if width <= 16:
         return _group_codes(data[:-(-count * width // 8)], count, width)
     bits = np.unpackbits(data, count=count * width).reshape(count, width)
     words = np.packbits(bits, axis=1)                  # (count, ceil(width/8)) bytes
     padded = np.zeros((count, nbytes), dtype=np.uint8)
     padded[:, :words.shape[1]] = words
-    return (padded.view(f">u{nbytes}")[:, 0] >> (8 * nbytes - width)).astype(np.int64)
+    return (padded.view(f">u{nbytes}")[:, 0] >> (8 * nbytes - width)).astype(f"u{nbytes}")

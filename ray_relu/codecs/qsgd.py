@@ -1,23 +1,29 @@
 """QSGD: stochastic quantization (Alistarh et al., NeurIPS 2017) and its bit coding.
 
 Quantizer (DESIGN.md section 3), per bucket of ``b`` consecutive coordinates with scale
-``c`` (the bucket's l2 norm or max-abs, stored as float32 and *rounded up* so that
-``|v_i| <= c`` holds exactly and every level is in ``0..s``)::
+``c`` (the bucket's l2 norm or max-abs, *rounded up* to a float32 times a power of two
+so that ``|v_i| <= c`` holds exactly and every level is in ``-s..s``)::
 
-    r_i = s |v_i| / c,   xi_i = floor(r_i + u_i),  u_i ~ U[0, 1)
-    Q(v)_i = sgn(v_i) * xi_i * (c / s)
+    x_i = s v_i / c,   l_i = floor(x_i + u_i),  u_i ~ U[0, 1)
+    Q(v)_i = (l_i / s) * c
 
-``floor(r + u)`` is ``floor(r) + 1`` with probability ``frac(r)`` (stochastic rounding),
-so ``E[Q(v)] = v``. The quantization uses the float32-rounded scale, so decoding
-reproduces the quantized values bit for bit (see :meth:`QSGD.dequantize`).
+``floor(x + u)`` is ``floor(x) + 1`` with probability ``frac(x)``, so ``E[Q(v)] = v``.
+For ``x < 0`` it has the same law as the paper's ``-(floor|x| + Bernoulli(frac|x|))``,
+so this *is* ``Q_s`` with ``l_i = sgn(v_i) xi_i``, computed without taking signs apart.
+Decoding reproduces the quantized values bit for bit (see :meth:`QSGD.dequantize`).
+
+Scales: a bucket's scale is sent as a float32 ``f``; the header carries one exponent
+``e`` for the message and ``c = f * 2**e``. ``e`` puts the largest scale near ``2**64``,
+so every finite float64 vector keeps float32 precision in its scales, however small or
+large it is (a bare float32 would lose tiny gradients to underflow).
 
 Wire payload after the common header: ``ceil(d/b)`` float32 scales, then either
 
 * **dense**: ``d`` fixed-width fields of ``1 + ceil(log2(s+1))`` bits (sign bit, then
-  the level), packed MSB first;
+  the level ``|l_i|``), packed MSB first;
 * **elias** (sparse): a uint32 count ``k`` of nonzeros, then a bit stream describing
   each nonzero ``j`` by its gap ``g_j`` (distance to the previous nonzero, first one
-  counted from position -1, so ``g_j >= 1``), its sign and its level ``xi_j >= 1``.
+  counted from position -1, so ``g_j >= 1``), its sign and its level ``|l_j| >= 1``.
   The gap is written in **Elias delta** (``gamma(L+1)`` then the ``L`` low bits of
   ``g``, ``L = floor(log2 g)``) and the level in **Elias gamma**. Delta for gaps and
   gamma for levels is the measured best of the Elias family here: levels are mostly
@@ -27,7 +33,7 @@ Wire payload after the common header: ``ceil(d/b)`` float32 scales, then either
 
   The stream is column-split so that it decodes without a sequential scan: section 1
   holds the unary parts (``K`` zeros and a one) of the ``2k`` gamma codewords
-  ``gamma(L_j+1), gamma(xi_j)`` in order; section 2 their ``K``-bit tails; section 3
+  ``gamma(L_j+1), gamma(|l_j|)`` in order; section 2 their ``K``-bit tails; section 3
   the ``k`` sign bits (1 = negative); section 4 the ``L_j`` low bits of each gap. Each
   codeword is an exact Elias codeword, only its parts are grouped, so the length is
   exactly that of the interleaved stream. Finding the ``2k`` ones of section 1 gives
@@ -37,20 +43,28 @@ Wire payload after the common header: ``ceil(d/b)`` float32 scales, then either
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from .._validation import check_choice, check_int
-from .base import (Codec, CodecError, Header, MAX_DIM, check_vector, non_finite_error)
-from .bitcoding import (MAX_TAIL_BITS, bit_length, pack_fixed, read_fields, read_unary,
-                        unary_bits, unpack_fixed, write_fields)
+from .base import Codec, CodecError, Header, MAX_DIM, check_vector, non_finite_error
+from .bitcoding import (MAX_TAIL_BITS, bit_length, pack_fields, pack_fixed,
+                        unpack_fields, unpack_fixed)
 
 __all__ = ["QSGD"]
 
 MAX_LEVELS = 2 ** 31 - 1          # a signed level fits int32; dense fields fit 32 bits
-_F32_MAX = float(np.finfo(np.float32).max)
+# Scale exponents: f * 2**e is exact in float64 for every float32 f when e >= -925
+# (the smallest float32, 2**-149, lands on 2**-1074); the largest scale of a message is
+# put in [2**63, 2**64], so e <= 1024 - 64.
+MIN_EXPONENT, MAX_EXPONENT = -925, 960
+_TOP_BITS = 64
+# Below this sum of squares, squaring may have lost the norm to underflow (a square below
+# 2**-1022 is subnormal, below 2**-1074 zero); above it, it may overflow. Such rows are
+# rescaled by their largest entry first.
+_SMALL_SUMSQ, _LARGE_SUMSQ = 2.0 ** -900, 2.0 ** 900
+_LUT_MAX_WIDTH = 16               # dense codes up to this width go through lookup tables
 
 
 class QSGD(Codec):
@@ -83,8 +97,7 @@ class QSGD(Codec):
         self.coding = check_choice("coding", coding, ("auto", "elias", "dense"))
         self.seed = None if seed is None else check_int("seed", seed, minimum=0)
         self._rng = np.random.default_rng(self.seed)
-        # sign bit + level bits
-        self.dense_width = 1 + max(1, math.ceil(math.log2(self.levels + 1)))
+        self.dense_width = 1 + self.levels.bit_length()      # sign + ceil(log2(s + 1))
 
     def _params(self) -> dict[str, Any]:
         return {"levels": self.levels, "bucket_size": self.bucket_size,
@@ -103,44 +116,19 @@ class QSGD(Codec):
           ``(c/s) ||v_b||_1 <= (c/s) sqrt(b) ||v_b|| <= sqrt(b)/s ||v_b||^2``.
           (The same argument gives ``b/(4s^2)`` for the l2 norm too; the paper's
           looser constant is reported there.) Summing over buckets keeps ``q``.
+
+        The stored scale exceeds the exact norm by at most a float32 rounding
+        (relative ``2**-23``), which the bound absorbs for all practical purposes.
         """
         d = check_int("d", d, minimum=1)
         b = self._bucket(d)
         s = self.levels
         first = b / s ** 2 if self.norm == "l2" else b / (4 * s ** 2)
-        return float(min(first, math.sqrt(b) / s))
+        return float(min(first, b ** 0.5 / s))
 
-    # -- quantization ---------------------------------------------------------------
+    # -- buckets ----------------------------------------------------------------------
     def _bucket(self, d: int) -> int:
         return d if self.bucket_size is None else min(self.bucket_size, d)
-
-    def _scales(self, a: np.ndarray) -> np.ndarray:
-        """float32 scale of each bucket of ``a = |v|`` (float64), rounded up."""
-        d = a.size
-        b = self._bucket(d)
-        nfull, tail = divmod(d, b)
-        full = a[:nfull * b].reshape(nfull, b)
-        if self.norm == "l2":
-            stat = np.einsum("ij,ij->i", full, full) if b < d else np.array([a @ a])
-            if tail:
-                stat = np.append(stat, a[nfull * b:] @ a[nfull * b:])
-            np.sqrt(stat, out=stat)
-        else:
-            stat = full.max(axis=1)
-            if tail:
-                stat = np.append(stat, a[nfull * b:].max())
-        if not np.isfinite(stat).all():
-            if not np.isfinite(a).all():
-                raise non_finite_error("vec", a)
-            stat = np.full_like(stat, np.inf)      # squares overflowed: fall through
-        scales = stat.astype(np.float32)
-        low = scales.astype(np.float64) < stat      # round up so |v_i| <= scale exactly
-        scales[low] = np.nextafter(scales[low], np.float32(np.inf))
-        if np.isinf(scales).any():
-            raise ValueError(f"vec has a bucket {self.norm} norm of "
-                             f"{float(stat.max()):.6g}, beyond the float32 range of the "
-                             f"scale (max {_F32_MAX:.6g}); allowed: smaller values")
-        return scales
 
     def _per_bucket(self, x: np.ndarray, per: np.ndarray) -> None:
         """In place ``x[i] *= per[bucket(i)]``."""
@@ -154,48 +142,93 @@ class QSGD(Codec):
         if tail:
             x[nfull * b:] *= per[nfull]
 
-    def _quantize_mags(self, v: np.ndarray, rng: np.random.Generator
-                       ) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 scales, level magnitudes as a float64 array)."""
-        a = np.abs(v, out=np.empty(v.size, dtype=np.float64))
-        scales = self._scales(a)
-        s64 = scales.astype(np.float64)
-        with np.errstate(divide="ignore"):
-            mult = np.where(s64 > 0, self.levels / np.where(s64 > 0, s64, 1.0), 0.0)
-        self._per_bucket(a, mult)                      # a = r = s |v| / c, in [0, s]
-        a += rng.random(v.size)
-        np.floor(a, out=a)
-        np.minimum(a, self.levels, out=a)              # r = s, u -> 1 may round to s + 1
-        return scales, a
+    def _bucket_stats(self, x: np.ndarray) -> np.ndarray:
+        """Each bucket's l2 norm or max-abs (float64; NaN or inf for non-finite input)."""
+        d = x.size
+        b = self._bucket(d)
+        nfull, tail = divmod(d, b)
+        rows = [x[:nfull * b].reshape(nfull, b)]
+        if tail:
+            rows.append(x[nfull * b:].reshape(1, tail))
+        if self.norm == "l2":
+            stats = [_row_norms(r) for r in rows]
+        else:
+            stats = [np.maximum(r.max(axis=1), -r.min(axis=1)) for r in rows]
+        return stats[0] if len(stats) == 1 else np.concatenate(stats)
+
+    # -- quantization ---------------------------------------------------------------
+    def _scales(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """Float32 scale of each bucket and the message exponent ``e``: the true scale
+        ``f * 2**e`` is the bucket statistic rounded up (so it bounds every ``|x_i|``)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            stat = self._bucket_stats(x)
+        if not np.isfinite(stat).all():
+            if not np.isfinite(x).all():
+                raise non_finite_error("vec", x)
+            raise ValueError(f"vec has a bucket {self.norm} norm beyond the float64 range; "
+                             f"allowed: vectors whose bucket norms are finite")
+        top = float(stat.max())
+        exponent = 0 if top == 0 else max(int(np.frexp(top)[1]) - _TOP_BITS, MIN_EXPONENT)
+        f32 = np.ldexp(stat, -exponent).astype(np.float32)
+        with np.errstate(over="ignore"):
+            for _ in range(2):            # round up (a float32 step is always enough)
+                low = _full_scales(f32, exponent) < stat
+                if not low.any():
+                    break
+                f32[low] = np.nextafter(f32[low], np.float32(np.inf))
+            full = _full_scales(f32, exponent)
+        if not np.isfinite(full).all():   # only within 2**-24 of the float64 maximum
+            raise ValueError(f"vec has a bucket {self.norm} norm too close to the float64 "
+                             f"maximum; allowed: norms below about 1.7e308")
+        return f32, exponent
+
+    def _levels(self, v: np.ndarray, rng: np.random.Generator
+                ) -> tuple[np.ndarray, int, np.ndarray]:
+        """(float32 scales, exponent, signed levels ``floor(s v / c + u)`` as float64).
+
+        The levels are in ``-s-1..s+1``: ``s + 1`` (or ``-s-1``) only when ``|x| = s``
+        up to rounding and ``u`` within ``2**-52`` of 1; callers clamp them to ``-s..s``.
+        """
+        x = np.array(v, dtype=np.float64)            # a copy we may overwrite
+        f32, exponent = self._scales(x)
+        s = float(self.levels)
+        with np.errstate(divide="ignore", over="ignore"):
+            per = np.where(f32 > 0, s / np.where(f32 > 0, f32, 1).astype(np.float64), 0.0)
+            factor = per * 2.0 ** -exponent
+        if np.isfinite(factor).all():
+            self._per_bucket(x, factor)              # x = s v / c
+        else:                                        # tiny scales: two exact-enough steps
+            x *= 2.0 ** -exponent
+            self._per_bucket(x, per)
+        x += rng.random(x.size)
+        np.floor(x, out=x)
+        return f32, exponent, x
 
     def quantize(self, vec: np.ndarray, rng: np.random.Generator | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
-        """Quantize ``vec``: ``(scales float32 (n_buckets,), signed levels int32 (d,))``.
+        """Quantize ``vec``: ``(scales float64 (n_buckets,), signed levels int32 (d,))``.
 
-        ``dequantize(*quantize(v))`` is exactly what ``decode(encode(v))`` returns
-        for the same random draws.
+        The scales are exactly those the message carries (a float32 times ``2**e``).
+        ``dequantize(*quantize(v, rng))`` is exactly what ``decode(encode(v, rng=rng))``
+        returns for a generator in the same state.
         """
         v = check_vector(vec)
-        scales, mags = self._quantize_mags(v, self._rng if rng is None else rng)
-        levels = mags.astype(np.int32)
-        np.negative(levels, out=levels, where=v < 0)
-        return scales, levels
-
-    def _multipliers(self, scales: np.ndarray) -> np.ndarray:
-        return scales.astype(np.float64) / self.levels
+        f32, exponent, x = self._levels(v, self._rng if rng is None else rng)
+        np.clip(x, -self.levels, self.levels, out=x)
+        return _full_scales(f32, exponent), x.astype(np.int32)
 
     def dequantize(self, scales: np.ndarray, levels: np.ndarray) -> np.ndarray:
-        """Quantized values ``levels * scale / s`` (float64) for each bucket's scale."""
+        """Quantized values ``(levels / s) * scale`` (float64) for each bucket's scale."""
         levels = np.asarray(levels)
-        scales = np.asarray(scales, dtype=np.float32)
+        scales = np.asarray(scales, dtype=np.float64)
         if levels.ndim != 1 or levels.size < 1:
             raise ValueError(f"levels must be a non-empty 1-D array, got shape {levels.shape}")
         nb = -(-levels.size // self._bucket(levels.size))
         if scales.shape != (nb,):
             raise ValueError(f"scales must have shape ({nb},) for d={levels.size}, "
                              f"got {scales.shape}")
-        out = levels.astype(np.float64)
-        self._per_bucket(out, self._multipliers(scales))
+        out = levels / float(self.levels)
+        self._per_bucket(out, scales)
         return out
 
     # -- encoding -------------------------------------------------------------------
@@ -203,35 +236,46 @@ class QSGD(Codec):
         """Quantize and bit-code ``vec`` (1-D, finite); see the module docstring."""
         v = check_vector(vec)
         d = v.size
-        scales, mags = self._quantize_mags(v, self._rng if rng is None else rng)
-        dense_bytes = -(-d * self.dense_width // 8)
+        f32, exponent, x = self._levels(v, self._rng if rng is None else rng)
         coding = self.coding
         if coding != "dense":
-            idx = np.flatnonzero(mags)
-            sparse = _SparseFields(idx, mags[idx].astype(np.int64), v[idx] < 0)
+            idx = np.flatnonzero(x != 0)
+            sparse = _SparseFields(idx, x[idx], self.levels)
             if coding == "auto":
+                dense_bytes = -(-d * self.dense_width // 8)
                 coding = "elias" if sparse.nbytes < dense_bytes else "dense"
-        if coding == "elias":
-            body = sparse.to_bytes()
-        else:
-            body = self._dense_bytes(v, mags)
-        payload_len = 4 * scales.size + len(body)
+        body = sparse.to_bytes() if coding == "elias" else self._dense_bytes(x)
+        payload_len = 4 * f32.size + len(body)
         header = Header(self.codec_id, d, self.levels, self.bucket_size or 0,
-                        self.norm, coding, payload_len)
-        return b"".join((header.pack(), scales.astype("<f4").tobytes(), body))
+                        self.norm, coding, payload_len, exponent)
+        return b"".join((header.pack(), f32.astype("<f4").tobytes(), body))
 
-    def _dense_bytes(self, v: np.ndarray, mags: np.ndarray) -> bytes:
-        width = self.dense_width
-        dtype = np.uint8 if width <= 8 else np.uint16 if width <= 16 else np.uint32
-        codes = mags.astype(dtype)
-        neg = (v < 0) & (codes > 0)                  # no "negative zero" on the wire
-        codes |= neg.astype(dtype) << dtype(width - 1)
+    def _dense_bytes(self, x: np.ndarray) -> bytes:
+        """Sign-magnitude codes of the (unclamped) levels ``x``, packed."""
+        width, s = self.dense_width, self.levels
+        if width <= _LUT_MAX_WIDTH:
+            # table indexed by the signed level: table[l] for l >= 0 and table[-l] (from
+            # the end) for l < 0, with +-(s+1) clamped to +-s
+            table = np.empty(2 * s + 3, dtype=np.uint8 if width <= 8 else np.uint16)
+            mags = np.minimum(np.arange(s + 2), s)
+            table[:s + 2] = mags
+            table[s + 2:] = mags[:0:-1] | (1 << (width - 1))
+            codes = table[x.astype(np.int32)]
+        else:
+            np.clip(x, -s, s, out=x)
+            codes = np.abs(x).astype(np.uint32)
+            codes |= (x < 0).astype(np.uint32) << np.uint32(width - 1)
         return pack_fixed(codes, width)
 
     # -- decoding -------------------------------------------------------------------
-    def decode(self, buf: bytes | bytearray | memoryview) -> np.ndarray:
-        """Decode a message to the exact quantized values (float64, length d)."""
-        header, payload = self._read_header(buf)
+    def decode(self, buf: bytes | bytearray | memoryview, *,
+               max_dim: int | None = None) -> np.ndarray:
+        """Decode a message to the exact quantized values (float64, length d).
+
+        ``max_dim`` rejects messages announcing more coordinates (see
+        :meth:`Codec.decode`).
+        """
+        header, payload = self._read_header(buf, max_dim)
         if header.levels < 1 or header.coding not in ("elias", "dense") or \
                 header.norm not in ("l2", "max"):
             raise CodecError(f"impossible qsgd parameters in header: levels="
@@ -242,29 +286,33 @@ class QSGD(Codec):
             raise CodecError(f"message was encoded with qsgd(levels={theirs[0]}, "
                              f"bucket_size={theirs[1] or None}, norm={theirs[2]!r}), cannot "
                              f"decode it with {self!r}")
+        if not MIN_EXPONENT <= header.exponent <= MAX_EXPONENT:
+            raise CodecError(f"scale exponent {header.exponent} out of range "
+                             f"{MIN_EXPONENT}..{MAX_EXPONENT}")
         d = header.d
         nb = -(-d // self._bucket(d))
         if payload.size < 4 * nb:
             raise CodecError(f"payload of {payload.size} bytes cannot hold the {nb} "
                              f"float32 bucket scales")
-        scales = payload[:4 * nb].view("<f4").astype(np.float32)
-        if not (np.isfinite(scales).all() and (scales >= 0).all()):
+        f32 = payload[:4 * nb].view("<f4").astype(np.float32)
+        if not (np.isfinite(f32).all() and (f32 >= 0).all()):
             raise CodecError("bucket scales must be finite and >= 0")
+        with np.errstate(over="ignore"):
+            scales = _full_scales(f32, header.exponent)
+        if not np.isfinite(scales).all():
+            raise CodecError(f"bucket scale overflows with exponent {header.exponent}")
         body = payload[4 * nb:]
         if header.coding == "dense":
-            levels = self._dense_levels(body, d)
-            out = levels
-            self._per_bucket(out, self._multipliers(scales))
-            return out
-        idx, signed = _SparseFields.parse(body, d, self.levels)
+            return self._dense_values(body, d, scales)
+        idx, levels = _SparseFields.parse(body, d, self.levels)
         out = np.zeros(d, dtype=np.float64)
-        mult = self._multipliers(scales)
-        b = self._bucket(d)
-        out[idx] = signed * (mult[0] if nb == 1 else mult[idx // b])
+        values = levels / float(self.levels)
+        values *= scales[0] if nb == 1 else scales[idx // self._bucket(d)]
+        out[idx] = values
         return out
 
-    def _dense_levels(self, body: np.ndarray, d: int) -> np.ndarray:
-        width = self.dense_width
+    def _dense_values(self, body: np.ndarray, d: int, scales: np.ndarray) -> np.ndarray:
+        width, s = self.dense_width, self.levels
         need = -(-d * width // 8)
         if body.size != need:
             raise CodecError(f"dense qsgd body for d={d} at {width} bits per coordinate "
@@ -273,91 +321,140 @@ class QSGD(Codec):
         if pad and body[-1] & ((1 << pad) - 1):
             raise CodecError("nonzero padding bits after the dense qsgd body")
         codes = unpack_fixed(body, d, width)
+        one_bucket = scales.size == 1
+        if width <= _LUT_MAX_WIDTH:
+            # value of every possible code; NaN marks a level above s or a negative zero
+            table = np.full(1 << width, np.nan)
+            table[:s + 1] = np.arange(s + 1) / float(s)
+            table[(1 << (width - 1)) + 1:(1 << (width - 1)) + s + 1] = \
+                -table[1:s + 1]
+            if one_bucket:
+                table *= scales[0]
+            out = table[codes]
+            if np.isnan(out.max()):
+                self._dense_error(codes)
+        else:
+            mags = codes & np.uint32((1 << (width - 1)) - 1)
+            neg = (codes >> np.uint32(width - 1)).astype(bool)
+            if mags.max() > s or (neg & (mags == 0)).any():
+                self._dense_error(codes)
+            out = mags / float(s)
+            np.negative(out, out=out, where=neg)
+            if one_bucket:
+                out *= scales[0]
+        if not one_bucket:
+            self._per_bucket(out, scales)
+        return out
+
+    def _dense_error(self, codes: np.ndarray) -> None:
+        width = self.dense_width
         mags = codes & ((1 << (width - 1)) - 1)
-        neg = codes >> (width - 1)
         if mags.max() > self.levels:
             raise CodecError(f"level {int(mags.max())} exceeds levels={self.levels}")
-        neg_bool = neg.astype(bool)
-        if (neg_bool & (mags == 0)).any():
-            raise CodecError("dense qsgd body holds a negative zero level")
-        out = mags.astype(np.float64)
-        np.negative(out, out=out, where=neg_bool)
-        return out
+        raise CodecError("dense qsgd body holds a negative zero level")
+
+
+def _full_scales(f32: np.ndarray, exponent: int) -> np.ndarray:
+    """Exact float64 scales ``f32 * 2**exponent``."""
+    return np.ldexp(f32.astype(np.float64), exponent)
+
+
+def _row_norms(rows: np.ndarray) -> np.ndarray:
+    """l2 norm of each row of a 2-D float64 array, without underflow or overflow."""
+    sumsq = np.einsum("ij,ij->i", rows, rows)
+    norms = np.sqrt(sumsq)
+    redo = np.flatnonzero(~((sumsq >= _SMALL_SUMSQ) & (sumsq <= _LARGE_SUMSQ)))
+    if redo.size:                                # rare: rescale by the largest entry
+        sub = np.abs(rows[redo])
+        peak = sub.max(axis=1)
+        live = (peak > 0) & np.isfinite(peak)
+        scaled = sub[live] / peak[live, None]
+        norms[redo[live]] = peak[live] * np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+        norms[redo[~live]] = np.where(peak[~live] == 0, 0.0, np.nan)
+    return norms
 
 
 class _SparseFields:
     """The Elias-coded sparse body: nonzero positions, levels and signs."""
 
-    def __init__(self, idx: np.ndarray, levels: np.ndarray, neg: np.ndarray) -> None:
+    def __init__(self, idx: np.ndarray, signed: np.ndarray, s: int) -> None:
         self.count = idx.size
-        gaps = np.diff(idx, prepend=-1)
-        self.gaps = gaps
-        self.levels = levels
-        self.neg = neg
-        self.gap_tail = bit_length(gaps) - 1            # L: delta's low-bit count
-        glen = self.gap_tail + 1                        # delta writes gamma(L + 1)
+        self.gaps = np.diff(idx, prepend=-1)
+        self.neg = signed < 0
+        self.levels = np.minimum(np.abs(signed), s).astype(np.int64)   # clamp s + 1
+        self.gap_tail = bit_length(self.gaps) - 1       # L: delta's low-bit count
         # the 2k gamma-coded numbers, interleaved gap-length, level, gap-length, ...
         self.gamma_vals = np.empty(2 * self.count, dtype=np.int64)
-        self.gamma_vals[0::2] = glen
-        self.gamma_vals[1::2] = levels
+        self.gamma_vals[0::2] = self.gap_tail + 1       # delta writes gamma(L + 1)
+        self.gamma_vals[1::2] = self.levels
         self.unary = bit_length(self.gamma_vals) - 1
-        self.nbits = int(2 * self.unary.sum() + 2 * self.count + self.count
-                         + self.gap_tail.sum())
+        self.nbits = int(2 * self.unary.sum() + 3 * self.count + self.gap_tail.sum())
         self.nbytes = 4 + -(-self.nbits // 8)
 
     def to_bytes(self) -> bytes:
         """uint32 count, then the four bit sections, zero-padded to a byte."""
-        k = self.unary
-        bits = np.concatenate((
-            unary_bits(k),
-            write_fields(self.gamma_vals - (np.int64(1) << k), k),
-            self.neg.astype(np.uint8),
-            write_fields(self.gaps - (np.int64(1) << self.gap_tail), self.gap_tail),
+        k, one = self.unary, np.int64(1)
+        values = np.concatenate((
+            np.ones(k.size, dtype=np.int64),             # unary parts: K zeros, then 1
+            self.gamma_vals - (one << k),                # gamma tails
+            self.neg,                                    # signs
+            self.gaps - (one << self.gap_tail),          # delta's low bits of the gaps
         ))
-        return np.uint32(self.count).astype("<u4").tobytes() + np.packbits(bits).tobytes()
+        widths = np.concatenate((k + 1, k, np.ones(self.count, dtype=np.int64),
+                                 self.gap_tail))
+        stream, nbits = pack_fields(values, widths)
+        assert nbits == self.nbits
+        return np.uint32(self.count).astype("<u4").tobytes() + stream.tobytes()
 
     @staticmethod
     def parse(body: np.ndarray, d: int, s: int) -> tuple[np.ndarray, np.ndarray]:
-        """(positions int64, signed levels float64) from a sparse body; CodecError if bad."""
+        """(positions int64, levels float64 signed) from a sparse body; CodecError if bad."""
         if body.size < 4:
             raise CodecError("sparse qsgd body too short for its nonzero count")
         count = int(body[:4].view("<u4")[0])
-        nbits = 8 * (body.size - 4)
+        stream = body[4:]
+        nbits = 8 * stream.size
         if count > d or 3 * count > nbits:        # >= 3 bits per nonzero: check before
             raise CodecError(f"sparse qsgd body announces {count} nonzeros, impossible "
                              f"for d={d} in {nbits} bits")  # allocating anything
-        bits = np.unpackbits(body[4:])
-        got = read_unary(bits, 2 * count)
-        if got is None:
+        if count == 0:
+            if stream.size:
+                raise CodecError(f"{stream.size} trailing bytes after an empty Elias stream")
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        bits = np.unpackbits(stream).view(bool)
+        ones = np.flatnonzero(bits)[:2 * count]
+        if ones.size < 2 * count:
             raise CodecError("Elias bit stream ran out in the codeword length section")
-        k, pos = got
-        if count and k.max() >= MAX_TAIL_BITS:
+        k = np.diff(ones, prepend=-1) - 1
+        if k.max() >= MAX_TAIL_BITS:
             raise CodecError(f"Elias codeword with {int(k.max())}-bit tail: value out of range")
+        pos = int(ones[-1]) + 1
         ksum = int(k.sum())
         if pos + ksum + count > nbits:
             raise CodecError("Elias bit stream ran out in the codeword tail section")
-        vals = read_fields(bits[pos:pos + ksum], k) + (np.int64(1) << k)
+        vals = unpack_fields(stream, pos + np.cumsum(k) - k, k) + (np.int64(1) << k)
         pos += ksum
-        neg = bits[pos:pos + count].astype(bool)
+        neg = bits[pos:pos + count]
         pos += count
         gap_tail = vals[0::2] - 1
         levels = vals[1::2]
-        if count and gap_tail.max() >= MAX_TAIL_BITS:
+        if gap_tail.max() >= MAX_TAIL_BITS:
             raise CodecError(f"gap with {int(gap_tail.max())} low bits: out of range")
-        if count and levels.max() > s:
+        if levels.max() > s:
             raise CodecError(f"level {int(levels.max())} exceeds levels={s}")
         tsum = int(gap_tail.sum())
         if pos + tsum > nbits:
             raise CodecError("Elias bit stream ran out in the gap section")
-        gaps = read_fields(bits[pos:pos + tsum], gap_tail) + (np.int64(1) << gap_tail)
+        gaps = unpack_fields(stream, pos + np.cumsum(gap_tail) - gap_tail, gap_tail)
+        gaps += np.int64(1) << gap_tail
         pos += tsum
-        if -(-pos // 8) != nbits // 8:
-            raise CodecError(f"{nbits // 8 - -(-pos // 8)} trailing bytes after the "
+        if -(-pos // 8) != stream.size:
+            raise CodecError(f"{stream.size - -(-pos // 8)} trailing bytes after the "
                              f"Elias bit stream")
         if bits[pos:].any():
             raise CodecError("nonzero padding bits after the Elias bit stream")
         idx = np.cumsum(gaps) - 1
-        if count and idx[-1] >= d:
+        if idx[-1] >= d:
             raise CodecError(f"gaps run to position {int(idx[-1])}, past d={d}")
         signed = levels.astype(np.float64)
         np.negative(signed, out=signed, where=neg)
