@@ -23,7 +23,7 @@ test: install
 
 test-cluster: install
 	bash cluster/install-deps.sh
-	$(PY) -m pytest -m cluster tests
+	$(PY) -m pytest -m cluster -v -s tests
 
 bench: install
 	$(PY) -m benchmarks --quick

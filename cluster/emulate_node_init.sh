@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# PID 1 of one emulated host (run by emulate.sh inside
+# `ip netns exec NS unshare --pid --fork --mount-proc --uts --mount`).
+# Gives the host its own hostname, /tmp (so /tmp/ray), tmpfs /dev/shm, $HOME and
+# /etc/hosts, then runs its sshd and reaps orphans until told to stop.
+set -euo pipefail
+name=$1 dir=$2 emu=$3
+hostname "$name"
+# A private $HOME over /root. Parts of the real /root that the shared Python needs
+# (e.g. a pyenv interpreter the venv links to) are bound back in, read-only use.
+for keep in ${RAY_RELU_EMU_KEEP:-}; do
+    sub=${keep#/root/}
+    mkdir -p "$dir/home/$sub"
+    mount --bind "$keep" "$dir/home/$sub"
+done
+mount --rbind "$dir/home" /root
+mount --bind "$dir/tmp" /tmp
+mount -t tmpfs -o size=2g,mode=1777 tmpfs /dev/shm
+mount --bind "$emu/hosts" /etc/hosts
+mount --bind "$emu/resolv.conf" /etc/resolv.conf
+/usr/sbin/sshd -D -e -f "$dir/sshd_config" &
+sshd=$!
+trap 'kill -TERM -1 2>/dev/null; exit 0' TERM INT
+echo "$name: sshd pid $sshd (in-namespace), ready"
+# `wait` returns on every SIGCHLD; bash reaps re-parented orphans meanwhile.
+while kill -0 "$sshd" 2>/dev/null; do wait "$sshd" || true; done
+echo "$name: sshd exited"

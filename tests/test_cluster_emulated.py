@@ -1,0 +1,304 @@
+"""The emulated multi-node cluster, for real: namespaces, sshd, tc, `ray up`, jobs.
+
+Run by ``make test-cluster`` (root; ``cluster/install-deps.sh`` installs sshd, rsync,
+iproute2). One cluster of three hosts is brought up for the module with the real
+``ray up`` and always torn down. Fits run as ``ray job submit`` drivers on the head,
+with their K = 3 shard actors on three different hosts (``placement="spread"``).
+
+Bytes are checked three ways: the history's counts against the sizes the codecs give
+(closed form for fp32, recomputed message by message for QSGD), and against the bytes
+that really crossed the emulated links (the veth counters of the hosts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+K = 3
+RATE = "100mbit"
+
+
+def _missing_requirements() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "Linux network namespaces needed"
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, sshd, tc): run `make test-cluster` as root"
+    for tool in ("ip", "tc", "unshare", "rsync", "ssh", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            return f"{tool} missing: run `bash cluster/install-deps.sh`"
+    if not Path("/usr/sbin/sshd").exists():
+        return "sshd missing: run `bash cluster/install-deps.sh`"
+    return None
+
+
+def _free_cluster_id() -> int:
+    """The first id whose bridge and state directory are not in use (another
+    engineer's emulated cluster may be up)."""
+    for cid in range(0, 20):
+        if not Path(f"/sys/class/net/rrbr{cid}").exists() \
+                and not Path(f"/run/ray_relu_emu/{cid}").exists():
+            return cid
+    pytest.skip("no free emulated-cluster id in 0..19")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = _missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    from ray_relu.emulated import EmulatedCluster
+    c = EmulatedCluster(nodes=3, rate=RATE, delay="1ms", cpus_per_node=2,
+                        cluster_id=_free_cluster_id())
+    try:
+        started = time.perf_counter()
+        info = c.up()
+        print(f"\nemulated cluster {c.cluster_id} up in {time.perf_counter() - started:.1f} s;"
+              f" ray up: head {info['seconds']['head']} s, all nodes "
+              f"{info['seconds']['all_nodes']} s; links: {info['shaping']}")
+        yield c
+    finally:
+        started = time.perf_counter()
+        c.down()
+        print(f"\nemulated cluster {c.cluster_id} down in {time.perf_counter() - started:.1f} s")
+        leftovers = [p for p in (Path(f"/sys/class/net/rrbr{c.cluster_id}"), c.emu_dir,
+                                 *(Path(f"/run/netns/rr{c.cluster_id}n{i}") for i in range(3)))
+                     if p.exists()]
+        assert not leftovers, f"down left {leftovers}"
+
+
+def netns(cluster, i: int) -> list[str]:
+    return ["ip", "netns", "exec", f"rr{cluster.cluster_id}n{i}"]
+
+
+def link_counters(cluster) -> dict[str, tuple[int, int]]:
+    """Per host name: (bytes into the host, bytes out of it), from its veth's host end."""
+    out = {}
+    for i, _ in enumerate(cluster.info["node_ips"]):
+        base = Path(f"/sys/class/net/rr{cluster.cluster_id}v{i}/statistics")
+        out[f"rr-node{i}"] = (int((base / "tx_bytes").read_text()),
+                              int((base / "rx_bytes").read_text()))
+    return out
+
+
+def fit_on(cluster, **kwargs) -> dict:
+    out = cluster.fit(kwargs.pop("problem"), workers=K, placement="spread", **kwargs)
+    hosts = [p["host"] for p in out["placement"]]
+    assert len({p["node_id"] for p in out["placement"]}) == K, hosts
+    assert sorted(hosts) == [f"rr-node{i}" for i in range(K)]
+    assert out["driver"]["host"] == "rr-node0"              # ray job submit: on the head
+    assert out["driver"]["ray_relu"].startswith("/root/site/")  # the wheel ray up installed
+    return out
+
+
+# --- the cluster itself -----------------------------------------------------------------
+def test_ray_up_brought_up_every_node(cluster):
+    info = cluster.info
+    assert info["launcher"] == "ray up" and info["nodes"] == 3
+    assert cluster.status()["alive_nodes"] == 3
+    log = (cluster.emu_dir / "ray_up.log").read_text()
+    assert "Cluster: ray-relu-emu" in log or "ray-relu-emu" in log
+    assert info["rate"] == RATE
+
+
+def test_token_auth_is_on(cluster):
+    import urllib.error
+    import urllib.request
+    url = cluster.info["dashboard"] + "/api/version"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(url, timeout=10)
+    assert err.value.code in (401, 403)
+    token = Path(cluster.info["auth_token_path"]).read_text().strip()
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    assert json.load(urllib.request.urlopen(req, timeout=10))["ray_version"]
+
+
+def test_hosts_are_isolated(cluster):
+    """Own hostname and PID namespace; no route anywhere but the private subnet."""
+    probe = textwrap.dedent("""
+        import errno, socket
+        s = socket.socket()
+        try:
+            s.connect(("192.0.2.1", 9))   # TEST-NET-1: must have no route at all
+            print("CONNECTED")
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+        print(socket.gethostname())
+    """)
+    out = subprocess.run(["bash", str(cluster.script), "ssh", "1",
+                          f"source ~/.bashrc; python -c '{probe}'"], capture_output=True,
+                         text=True, env=dict(os.environ, RAY_RELU_EMU_ID=str(cluster.cluster_id)),
+                         timeout=60)
+    lines = out.stdout.split()
+    assert lines[0] == "ENETUNREACH", out
+    assert lines[1] == "rr-node1"
+    routes = subprocess.run(netns(cluster, 1) + ["ip", "route"], capture_output=True,
+                            text=True).stdout
+    assert "default" not in routes
+    pid1 = subprocess.run(["bash", str(cluster.script), "ssh", "1", "cat /proc/1/comm"],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, RAY_RELU_EMU_ID=str(cluster.cluster_id)))
+    assert pid1.stdout.strip() == "bash"   # emulate_node_init.sh is PID 1 of the host
+
+
+# --- fits: placement, convergence, bytes against the codecs --------------------------------
+def test_fp32_master_bytes_match_the_codec(cluster):
+    from ray_relu.codecs import FullPrecision, get_codec
+    d, n = 1000, 6000
+    out = fit_on(cluster, problem={"d": d, "n": n}, codec="fp32", mode="master", tol=1e-8)
+    assert out["summary"]["converged"], out["summary"]
+    h = out["history"]
+    grad = len(get_codec("fp32").encode(np.zeros(d)))
+    exact = len(FullPrecision("float64").encode(np.zeros(d)))
+    T = out["summary"]["iterations"]
+    # Round 0 also carries the K moment sums (fp64) up; every round ships w (fp64) down.
+    assert h["bytes_up"] == [K * (exact + grad)] + [K * grad] * T
+    assert h["bytes_down"] == [K * exact] * (T + 1)
+    assert h["bytes_peer"] == [0] * (T + 1)
+
+
+def test_qsgd_all_to_all_bytes_match_the_codec(cluster):
+    """Every round's peer bytes equal (K-1) x the sizes of the K QSGD messages of the
+    previous round, recomputed here from the same iterates (single-process reference)."""
+    from ray_relu import algorithm
+    from ray_relu.codecs import FullPrecision
+    from ray_relu.model import PlantedReLU
+    from ray_relu.reference import sgd
+    from ray_relu.settings import resolve
+    d, n, levels = 1000, 8000, 4
+    out = fit_on(cluster, problem={"d": d, "n": n}, codec="qsgd",
+                 codec_options={"levels": levels}, mode="all-to-all", tol=1e-8)
+    summary, h = out["summary"], out["history"]
+    assert summary["converged"] and summary["replica_divergence"] == 0.0, summary
+    T = summary["iterations"]
+    problem = PlantedReLU(d, n)
+    args = dict(codec="qsgd", codec_options={"levels": levels}, workers=K,
+                mode="all-to-all")
+    ref = sgd(problem, iterations=T, tol=0.0, **args)
+    s = resolve(problem, iterations=T, **args)
+    shards = [s.source.shard(k, K) for k in range(K)]
+    sizes = []
+    for t in range(T):
+        sizes.append([])
+        for k, (X, y) in enumerate(shards):
+            idx = algorithm.batch_indices(s.plan.seed, t, k, len(y), s.plan.batch_rows[k])
+            _, g = algorithm.evaluate(ref.iterates[t], X, y, idx)
+            sizes[-1].append(len(algorithm.encode_gradient(s.codec, g, s.plan.seed, t, k)))
+    moment = len(FullPrecision("float64").encode(np.zeros(d)))
+    expected = [(K - 1) * K * moment] + [(K - 1) * sum(row) for row in sizes]
+    assert h["bytes_peer"] == expected
+    assert h["bytes_up"] == h["bytes_down"] == [0] * (T + 1)
+    fp32_peer = (K - 1) * K * len(FullPrecision("float32").encode(np.zeros(d)))
+    print(f"\nqsgd s={levels} all-to-all: {T} rounds, mean peer bytes/round "
+          f"{np.mean(expected[1:]):.0f} vs fp32 {fp32_peer} "
+          f"({fp32_peer / np.mean(expected[1:]):.1f}x less); fit {out['fit_seconds']:.1f} s,"
+          f" job {out['job_seconds']:.1f} s")
+
+
+# --- bytes on the wire -------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["master", "all-to-all"])
+def test_bytes_on_the_links_match_the_history(cluster, mode):
+    """Large messages (d = 50000: fp32 gradients of 200 kB, w of 400 kB) so the payload
+    dominates Ray's own traffic. Each worker host not running the driver must have
+    received and sent at least its share of the history's bytes over its link, and not
+    much more (no message sent twice)."""
+    before = link_counters(cluster)
+    out = fit_on(cluster, problem={"d": 50000, "n": 600}, codec="fp32", mode=mode,
+                 iterations=20, tol=0.0)
+    after = link_counters(cluster)
+    h = {k: sum(v) for k, v in out["history"].items() if k.startswith("bytes_")}
+    if mode == "master":        # each worker gets w, sends its gradients (+ moment sum)
+        into, outof = h["bytes_down"] / K, h["bytes_up"] / K
+    else:                       # each worker gets the K-1 others' messages, sends its own
+        into = outof = h["bytes_peer"] / K      # to K-1 hosts: the same total
+    report = []
+    for host in ("rr-node1", "rr-node2"):
+        got = after[host][0] - before[host][0]
+        sent = after[host][1] - before[host][1]
+        report.append(f"{host}: in {got:,} B (payload {into:,.0f}), "
+                      f"out {sent:,} B (payload {outof:,.0f})")
+        assert into <= got <= 1.3 * into + 2e6, report[-1]
+        assert outof <= sent <= 1.3 * outof + 2e6, report[-1]
+    print(f"\n{mode}: " + "; ".join(report))
+
+
+# --- the other ways in: Ray Client, job with a working dir, reshaping ----------------------
+def test_ray_client_from_this_machine(cluster):
+    code = ("import ray, socket\n"
+            "ray.init()\n"
+            "@ray.remote(num_cpus=1, scheduling_strategy='SPREAD')\n"
+            "class Where:\n"
+            "    def host(self): return socket.gethostname()\n"
+            "actors = [Where.remote() for _ in range(3)]\n"
+            "print('HOSTS', sorted(ray.get([a.host.remote() for a in actors])))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=cluster.env(), text=True,
+                         capture_output=True, timeout=180)
+    assert "HOSTS ['rr-node0', 'rr-node1', 'rr-node2']" in out.stdout, out.stderr[-2000:]
+
+
+def test_job_with_a_working_dir(cluster, tmp_path):
+    (tmp_path / "driver.py").write_text(textwrap.dedent("""
+        import json, socket, ray, ray_relu
+        ray.init(address="auto")
+        print("RAY_RELU_RESULT " + json.dumps({"host": socket.gethostname(),
+              "nodes": len([n for n in ray.nodes() if n["Alive"]])}))
+    """))
+    job = cluster.submit(["python", "driver.py"], working_dir=tmp_path)
+    assert job.succeeded and job.results() == [{"host": "rr-node0", "nodes": 3}]
+
+
+def test_reshape_limits_the_rate(cluster):
+    """After shape("10mbit") a 2 MB transfer between two hosts takes >= 1.3 s (it would
+    take 0.17 s at 100 mbit); back at 100 mbit it is faster again. Only lower bounds on
+    time: the shaper guarantees them, a slow machine cannot break them."""
+    def transfer_seconds(nbytes: int = 2_000_000) -> float:
+        ip = cluster.info["node_ips"][2]
+        server = subprocess.Popen(netns(cluster, 2) + [sys.executable, "-c", textwrap.dedent(f"""
+            import socket
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("{ip}", 5599)); s.listen(1); c, _ = s.accept(); n = 0
+            while n < {nbytes}:
+                b = c.recv(1 << 16)
+                if not b: break
+                n += len(b)
+            c.sendall(b"k")
+        """)])
+        client = textwrap.dedent(f"""
+            import socket, time
+            for _ in range(100):
+                try:
+                    s = socket.create_connection(("{ip}", 5599)); break
+                except OSError:
+                    time.sleep(0.05)
+            t = time.perf_counter(); s.sendall(b"x" * {nbytes}); s.recv(1)
+            print(time.perf_counter() - t)
+        """)
+        try:
+            out = subprocess.run(netns(cluster, 1) + [sys.executable, "-c", client],
+                                 capture_output=True, text=True, timeout=120)
+            return float(out.stdout.strip())
+        finally:
+            server.wait(timeout=30)
+
+    try:
+        info = cluster.shape("10mbit")
+        assert info["rate"] == "10mbit"
+        slow = transfer_seconds()
+        assert slow >= 1.3, slow
+    finally:
+        cluster.shape(RATE)
+    fast = transfer_seconds()
+    assert fast >= 0.12 and fast < slow, (fast, slow)
+    print(f"\n2 MB between hosts: {slow:.2f} s at 10 mbit, {fast:.2f} s at {RATE}")

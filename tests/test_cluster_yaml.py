@@ -1,0 +1,279 @@
+"""Cluster YAML: Ray's own offline validator, our rules, and clear errors for bad files.
+
+Fast and offline: no cluster, no cloud. Ray's validation runs with every non-loopback
+network connection refused, which proves ``prepare_config`` + ``validate_config`` need
+no network for AWS either (boto3 and credentials come later, in ``ray up``'s bootstrap).
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+import string
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_relu import cli
+from ray_relu.cluster_check import (ClusterConfigError, check_config, check_credentials,
+                                    check_install, check_security, check_token_auth)
+
+ROOT = Path(__file__).resolve().parent.parent
+AWS = ROOT / "cluster" / "aws.yaml"
+LOCAL = ROOT / "cluster" / "local.yaml"
+TEMPLATE = ROOT / "cluster" / "templates" / "emulated-local.yaml"
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Refuse every connection that is not loopback or a unix socket."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            if not (host in ("localhost", "::1") or str(host).startswith("127.")):
+                raise AssertionError(f"network call to {address} during validation")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded)
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def render_template(nodes: int = 3) -> str:
+    """The emulated cluster's local.yaml, rendered as ``emulate.sh up`` renders it."""
+    template = string.Template(TEMPLATE.read_text())
+    assert set(template.get_identifiers()) == {
+        "CLUSTER_NAME", "HEAD_IP", "WORKER_IPS", "NUM_WORKERS", "EMU_DIR", "NUM_CPUS",
+        "OBJECT_STORE_BYTES"}
+    workers = ", ".join(f"10.213.0.{11 + i}" for i in range(nodes - 1))
+    return template.substitute(CLUSTER_NAME="ray-relu-emu0", HEAD_IP="10.213.0.10",
+                               WORKER_IPS=workers, NUM_WORKERS=str(nodes - 1),
+                               EMU_DIR="/run/ray_relu_emu/0", NUM_CPUS="2",
+                               OBJECT_STORE_BYTES="300000000")
+
+
+# --- Ray's validator, in the order `ray up` applies it ------------------------------------
+@pytest.mark.parametrize("path", [AWS, LOCAL], ids=["aws", "local"])
+def test_ray_validator_accepts_the_files(path, no_network):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+    prepared = prepare_config(load(path))
+    validate_config(prepared)
+    assert prepared["head_node_type"] in prepared["available_node_types"]
+
+
+def test_ray_validator_accepts_the_rendered_emulated_template(no_network):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+    config = yaml.safe_load(render_template(nodes=3))
+    prepared = prepare_config(config)
+    validate_config(prepared)
+    node_type = prepared["available_node_types"]["local.cluster.node"]
+    assert node_type["min_workers"] == node_type["max_workers"] == 2
+    _, problems, _ = check_config(config, render_template(nodes=3))
+    assert problems == []
+
+
+def test_aws_file_shape():
+    c = load(AWS)
+    assert c["provider"]["type"] == "aws"
+    text = AWS.read_text()
+    for placeholder in ("region:", "availability_zone:", "ImageId:"):
+        line = next(ln for ln in text.splitlines() if placeholder in ln)
+        assert "PLACEHOLDER" in line, line
+    head, worker = c["available_node_types"]["ray.head.default"], \
+        c["available_node_types"]["ray.worker.default"]
+    assert head["resources"]["CPU"] == 0          # fit's actors never land on the head
+    assert worker["resources"]["CPU"] >= 2
+    assert worker["node_config"]["InstanceType"].startswith(("c7i", "c6i", "c7a", "c6a"))
+    assert 0 <= worker["min_workers"] < worker["max_workers"] <= c["max_workers"]
+    assert c["idle_timeout_minutes"] > 0
+    assert c["provider"]["security_group"]["IpPermissions"] == []
+
+
+@pytest.mark.parametrize("path", [AWS, LOCAL], ids=["aws", "local"])
+def test_our_rules_pass(path):
+    c, text = load(path), path.read_text()
+    assert check_security(c) == []
+    assert check_token_auth(c) == []
+    assert check_install(c) == []
+    assert check_credentials(c, text) == []
+
+
+def test_cluster_check_command_passes(capsys, no_network):
+    assert cli.main(["cluster", "check", str(AWS), str(LOCAL)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok: ") == 2 and "provider aws" in out and "provider local" in out
+
+
+# --- malformed files: one line, exit code 2 ------------------------------------------------
+def run_check(tmp_path, capsys, text: str) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert cli.main(["cluster", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ray-relu: error: "), err
+    assert str(path) in err
+    return err
+
+
+def dump(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def aws() -> dict:
+    return copy.deepcopy(load(AWS))
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path, capsys):
+    text = AWS.read_text().replace("max_workers: 8\n", "max_workers: [8\n", 1)
+    line = 1 + AWS.read_text().splitlines().index("max_workers: 8")
+    err = run_check(tmp_path, capsys, text)
+    assert "YAML syntax error at line" in err
+    assert any(f"line {n}," in err for n in range(line, line + 3)), err
+
+
+def test_missing_provider(tmp_path, capsys):
+    c = aws()
+    del c["provider"]
+    assert "missing provider" in run_check(tmp_path, capsys, dump(c))
+
+
+def test_not_a_mapping(tmp_path, capsys):
+    assert "expected a mapping" in run_check(tmp_path, capsys, "- just\n- a list\n")
+
+
+def test_missing_file(capsys):
+    assert cli.main(["cluster", "check", "/nonexistent/cluster.yaml"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rule, shown", [
+    ({"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp",
+      "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, "tcp/8265"),
+    ({"FromPort": 6379, "ToPort": 6380, "IpProtocol": "tcp",
+      "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}, "tcp/6379-6380"),
+    ({"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, "all ports"),
+], ids=["dashboard", "gcs-ipv6", "everything"])
+def test_port_open_to_the_world(tmp_path, capsys, rule, shown):
+    c = aws()
+    c["provider"]["security_group"]["IpPermissions"] = [rule]
+    err = run_check(tmp_path, capsys, dump(c))
+    assert "to the world" in err and shown in err
+
+
+def test_ssh_to_the_world_and_narrow_rules_are_fine():
+    c = aws()
+    c["provider"]["security_group"]["IpPermissions"] = [
+        {"FromPort": 22, "ToPort": 22, "IpProtocol": "tcp",
+         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
+        {"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp",
+         "IpRanges": [{"CidrIp": "203.0.113.7/32"}]}]
+    assert check_security(c) == []
+
+
+def test_ray_schema_error(tmp_path, capsys):
+    c = aws()
+    c["max_worker"] = 3      # a typo: Ray's schema allows no unknown keys
+    err = run_check(tmp_path, capsys, dump(c))
+    assert "Ray's schema" in err and "max_worker" in err
+
+
+def test_ray_schema_error_names_the_path(tmp_path, capsys):
+    c = aws()
+    c["available_node_types"]["ray.worker.default"]["resources"] = {"CPU": "four"}
+    err = run_check(tmp_path, capsys, dump(c))
+    assert "available_node_types.ray.worker.default.resources.CPU" in err
+
+
+def test_unknown_provider(tmp_path, capsys):
+    c = aws()
+    c["provider"] = {"type": "nimbus"}
+    assert "Unsupported node provider" in run_check(tmp_path, capsys, dump(c))
+
+
+def test_local_provider_without_worker_ips(tmp_path, capsys):
+    c = load(LOCAL)
+    del c["provider"]["worker_ips"]
+    assert "worker_ips" in run_check(tmp_path, capsys, dump(c))
+
+
+def test_ray_start_without_token_auth(tmp_path, capsys):
+    c = aws()
+    c["worker_start_ray_commands"] = ["ray stop", "ray start --address=$RAY_HEAD_IP:6379"]
+    err = run_check(tmp_path, capsys, dump(c))
+    assert "worker_start_ray_commands" in err and "RAY_AUTH_MODE=token" in err
+
+
+def test_default_start_commands_are_not_enough(tmp_path, capsys):
+    c = aws()
+    del c["head_start_ray_commands"]
+    assert "head_start_ray_commands" in run_check(tmp_path, capsys, dump(c))
+
+
+def test_token_auth_disabled(tmp_path, capsys):
+    c = aws()
+    c["setup_commands"].append("echo 'export RAY_AUTH_MODE=disabled' >> ~/.bashrc")
+    assert "RAY_AUTH_MODE=disabled" in run_check(tmp_path, capsys, dump(c))
+
+
+def test_token_file_must_be_shipped(tmp_path, capsys):
+    c = aws()
+    del c["file_mounts"]["~/.ray/auth_token"]
+    assert "not in file_mounts" in run_check(tmp_path, capsys, dump(c))
+
+
+def test_literal_token_is_a_credential():
+    c = aws()
+    c["head_start_ray_commands"][1] = c["head_start_ray_commands"][1].replace(
+        "RAY_AUTH_MODE=token", "RAY_AUTH_MODE=token RAY_AUTH_TOKEN=abc123")
+    assert any("literal RAY_AUTH_TOKEN" in p for p in check_token_auth(c))
+
+
+def test_project_not_installed(tmp_path, capsys):
+    c = aws()
+    c["setup_commands"] = [x for x in c["setup_commands"] if "ray_relu-0.1.0" not in x]
+    assert "nothing installs ray_relu" in run_check(tmp_path, capsys, dump(c))
+
+
+@pytest.mark.parametrize("requirement, pinned", [
+    ("ray_relu", False), ("ray-relu>=0.1", False), ("ray_relu==0.1.0", True),
+    ("'ray_relu @ git+https://github.com/o/ray_relu.git@v0.1.0'", True),
+    ("git+https://github.com/o/ray_relu.git", False),
+    ("~/wheelhouse/ray_relu-0.1.0-py3-none-any.whl", True)])
+def test_install_must_be_pinned(requirement, pinned):
+    c = aws()
+    c["setup_commands"] = [f"python3 -m pip install {requirement}"]
+    problems = check_install(c)
+    assert (problems == []) == pinned, problems
+
+
+def test_install_on_head_only_is_not_enough():
+    c = aws()
+    c["head_setup_commands"] = c["setup_commands"]
+    c["setup_commands"] = []
+    assert any("on the workers" in p for p in check_install(c))
+
+
+def test_credentials_are_refused(tmp_path, capsys):
+    c = aws()
+    c["provider"]["aws_credentials"] = {"aws_access_key_id": "x",
+                                        "aws_secret_access_key": "y"}
+    assert "credentials do not belong" in run_check(tmp_path, capsys, dump(c))
+    text = AWS.read_text() + "\n# AKIAABCDEFGHIJKLMNOP\n"
+    assert "AWS access key" in run_check(tmp_path, capsys, text)
+
+
+def test_usage_errors(capsys):
+    assert cli.main(["cluster", "check"]) == 2
+    assert "needs one or more YAML files" in capsys.readouterr().err
+    assert cli.main(["cluster", "frobnicate"]) == 2
+    assert "unknown cluster action" in capsys.readouterr().err
+
+
+def test_cluster_config_error_is_a_value_error():
+    assert issubclass(ClusterConfigError, ValueError)
