@@ -175,9 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="list", choices=["list", "columns"])
     p.add_argument("--out", required=True)
     p.set_defaults(func=_run_write_parquet)
-    p = sub.add_parser("cluster", help="check cluster YAML; run the emulated cluster")
-    p.add_argument("action", help="check FILE | up | down | status")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("cluster", help="check cluster YAML; run the emulated cluster",
+                       epilog="ray-relu cluster check cluster/aws.yaml\n"
+                       "ray-relu cluster up --nodes 3 --rate 100mbit   (root; see "
+                       "cluster/README.md)\n"
+                       "ray-relu cluster submit -- ray-relu fit --workers 3 --placement "
+                       "spread --address auto\nray-relu cluster down",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", help="check FILE... | up | down | status | shape | submit | "
+                   "exec | ssh | env (the last ones drive cluster/emulate.sh)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the action's arguments")
     p.set_defaults(func=_run_cluster)
     return parser
 
