@@ -17,6 +17,7 @@ EXAMPLES = """examples:
       --out history.parquet
   ray-relu fit --data shards/ --workers 8 --address auto
   ray-relu write-parquet --d 100 --n 5000 --out data.parquet
+  ray-relu reproduce --quick --out results
   ray-relu cluster check cluster/aws.yaml
 """
 
@@ -146,6 +147,38 @@ def _run_write_parquet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_reproduce(args: argparse.Namespace) -> int:
+    import matplotlib
+    matplotlib.use("Agg")   # files only, never a window
+    from .experiments import reproduce
+    if args.quick and args.profile not in (None, "quick"):
+        raise ValueError(f"--quick contradicts --profile {args.profile}")
+    profile = "quick" if args.quick else (args.profile or "full")
+    only = None if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
+    results = reproduce(profile, args.out, only=only, address=args.address, seed=args.seed,
+                        log=lambda line: print(line, flush=True))
+    failed = [name for name, r in results.items() if not r.holds]
+    if failed:
+        print(f"claims not confirmed: {', '.join(failed)}")
+    return 1 if failed and args.strict else 0
+
+
+def _add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
+    from .experiments import EXPERIMENTS, PROFILES
+    p.add_argument("--quick", action="store_true",
+                   help="the 2-core profile, a few minutes (same as --profile quick)")
+    p.add_argument("--profile", default=None, choices=list(PROFILES),
+                   help="sizes: smoke (seconds), quick, full (default; for a cluster)")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated subset of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("--out", default="results", help="output directory (default results)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every experiment")
+    p.add_argument("--address", default=None,
+                   help="Ray address (e.g. auto); default: start a local Ray")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 if a claim is not confirmed by the measurements")
+
+
 def _run_cluster(args: argparse.Namespace) -> int:
     from .cluster_check import main as cluster_main
     return cluster_main([args.action, *args.rest])
@@ -175,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="list", choices=["list", "columns"])
     p.add_argument("--out", required=True)
     p.set_defaults(func=_run_write_parquet)
+    p = sub.add_parser("reproduce", help="run the paper's experiments; write Parquet + PNG")
+    _add_reproduce_arguments(p)
+    p.set_defaults(func=_run_reproduce)
     p = sub.add_parser("cluster", help="check cluster YAML; run the emulated cluster",
                        epilog="ray-relu cluster check cluster/aws.yaml\n"
                        "ray-relu cluster up --nodes 3 --rate 100mbit   (root; see "
