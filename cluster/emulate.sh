@@ -268,6 +268,7 @@ start_host() { # start_host INDEX
         bash "$HERE/emulate_node_init.sh" "$name" "$d" "$EMU_DIR" \
         >"$d/init.log" 2>&1 < /dev/null &
     echo $! > "$d/unshare.pid"
+    disown  # `down` ends it, maybe from this very shell: no job-status noise then
 }
 
 ssh_node() { # ssh_node INDEX CMD...
