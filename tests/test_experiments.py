@@ -16,8 +16,8 @@ from ray_relu.experiments import (EXPERIMENTS, PROFILES, ExperimentResult, commu
 from ray_relu.experiments import analysis
 from ray_relu.experiments.codec_specs import parse_codec, parse_codecs
 from ray_relu.experiments.sample_complexity import run_grid_point
-from ray_relu.experiments.runs import (batch_rows, derived_seed, history, parallel_map,
-                                       stack, tagged)
+from ray_relu.experiments.runs import batch_rows, derived_seed, history, parallel_map
+from ray_relu.experiments.tables import stack, tagged, text_table
 from ray_relu.model import PlantedReLU
 
 matplotlib.use("Agg")
@@ -94,6 +94,8 @@ def test_seeds_batches_and_tables():
     t = tagged(pa.table({"a": [1, 2], "b": [3, 4]}), ["a"], k=1)
     assert t.column_names == ["k", "a"] and t.column("k").to_pylist() == [1, 1]
     assert stack([t, t]).num_rows == 4
+    text = text_table(pa.table({"x": [1.23456, float("nan")], "s": ["a", None]}), digits=3)
+    assert text.splitlines() == ["   x  s", "----  -", "1.23  a", " nan   "]
     with pytest.raises(ValueError):
         stack([])
 

@@ -25,7 +25,8 @@ import pyarrow as pa
 from ..settings import resolve
 from . import analysis, plotting
 from .result import ExperimentResult
-from .runs import ALGORITHM_COLUMNS, column, history, planted, stack, tagged
+from .runs import ALGORITHM_COLUMNS, history, planted
+from .tables import column, stack, tagged
 
 NAME = "convergence"
 R2_MIN = 0.95

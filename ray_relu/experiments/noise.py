@@ -27,8 +27,8 @@ import pyarrow as pa
 from .._validation import check_float, check_int
 from . import analysis, plotting
 from .result import ExperimentResult
-from .runs import (ALGORITHM_COLUMNS, DEFAULT_BATCH, batch_rows, column, history, planted,
-                   stack, tagged)
+from .runs import ALGORITHM_COLUMNS, DEFAULT_BATCH, batch_rows, history, planted
+from .tables import column, stack, tagged
 
 NAME = "noise"
 EXPONENT_TOL = 0.2

@@ -31,8 +31,9 @@ from ..settings import MODES
 from . import analysis, plotting
 from .codec_specs import parse_codecs
 from .result import ExperimentResult
-from .runs import (BYTE_COLUMNS, DEFAULT_BATCH, GRADIENT_BYTES, batch_rows, column,
-                   per_iteration, planted, ray_fit, stack, tagged)
+from .runs import (BYTE_COLUMNS, DEFAULT_BATCH, GRADIENT_BYTES, batch_rows, per_iteration,
+                   planted, ray_fit)
+from .tables import column, stack, tagged
 
 NAME = "quantization"
 R2_MIN = 0.95

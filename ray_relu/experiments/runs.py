@@ -8,7 +8,6 @@
 - :func:`derived_seed`: independent integer seeds for trials, from one user seed.
 - :func:`parallel_map`: independent jobs, as Ray tasks when asked (a cluster runs a
   sweep's grid points side by side) or in this process.
-- :func:`tagged` / :func:`stack`: long-format tables with configuration columns.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import pyarrow as pa
 
 from .._validation import check_choice, check_float, check_int
 from ..model import PlantedReLU
+from .tables import column
 
 ENGINES = ("ray", "reference")
 # The history columns both engines produce (the reference has no bytes or timings).
@@ -101,25 +101,3 @@ def parallel_map(func: Callable[..., Any], jobs: Sequence[tuple], *,
         ray.init(include_dashboard=False, configure_logging=False)
     remote = ray.remote(num_cpus=1)(func)
     return ray.get([remote.remote(*job) for job in jobs])
-
-
-def tagged(table: pa.Table, columns: Sequence[str] | None = None, **tags: Any) -> pa.Table:
-    """``table`` (restricted to ``columns`` if given) with constant columns ``tags`` first."""
-    if columns is not None:
-        table = table.select(list(columns))
-    n = table.num_rows
-    tag_table = pa.table({k: pa.array([v] * n) for k, v in tags.items()})
-    return pa.Table.from_arrays(tag_table.columns + table.columns,
-                                names=tag_table.column_names + table.column_names)
-
-
-def stack(tables: Sequence[pa.Table]) -> pa.Table:
-    """Concatenate tables with equal column names (types unified, e.g. null -> int)."""
-    if not tables:
-        raise ValueError("nothing to stack: no tables")
-    return pa.concat_tables(tables, promote_options="default")
-
-
-def column(table: pa.Table, name: str) -> np.ndarray:
-    """A column as a numpy array."""
-    return np.asarray(table.column(name).to_numpy(zero_copy_only=False))

@@ -35,7 +35,8 @@ from .._validation import check_float, check_int
 from ..model import PlantedReLU
 from . import analysis, plotting
 from .result import ExperimentResult
-from .runs import column, derived_seed, history, parallel_map
+from .runs import derived_seed, history, parallel_map
+from .tables import column
 
 NAME = "sample_complexity"
 DEFAULT_RATIOS = (0.5, 1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 6.0, 8.0)
