@@ -2,22 +2,23 @@
 
 ``fit`` starts its actors, builds the shards and runs the start round before the
 first iteration, and after the last it fetches the replicas and builds the history
-table. None of that is per-iteration cost. :func:`time_fit` stamps the driver clock in
-the ``on_round`` callback (called once after every round 1..T) and reports
+table. None of that is per-iteration cost. :func:`time_fit` reads the driver clock in
+the ``on_round`` callback, which ``fit`` calls once after every round 1..T: the time
+from one callback's return to the next callback's entry is one iteration as the
+driver sees it, everything included (submission, waiting, aggregation, the history
+row, the loop's own bookkeeping). Rounds ``1..warmup`` are dropped and the mean of
+the rest is reported.
 
-    (stamp[T] - stamp[warmup]) / (T - warmup)
-
-the mean driver-side time of one iteration once the actors are warm, everything
-between two rounds included (submission, waiting, aggregation, the history row, the
-loop's own bookkeeping). It also returns the medians of the history's per-round
-split (compute/encode/comm/wall) over the same rounds.
+``between`` runs other candidates *inside* the callback, one iteration each between
+two rounds of the fit, timed separately and excluded from the fit's rounds: the
+candidates alternate round by round, so a burst of machine noise hits them alike.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -34,25 +35,40 @@ def start_ray(num_cpus: int | None = None) -> None:
              include_dashboard=False, configure_logging=False, log_to_driver=False)
 
 
-def time_fit(problem: Any, *, iterations: int, warmup: int, **options: Any) -> dict:
+def time_fit(problem: Any, *, iterations: int, warmup: int,
+             between: dict[str, Callable[[], Any]] | None = None, **options: Any) -> dict:
     """Run ``fit(problem, iterations=..., tol=0, progress=False, **options)`` and time it.
 
     Returns ``{"per_iteration_s", "compute_s", "encode_s", "comm_s", "wall_s",
-    "bytes_per_iteration"}``: the steady-state driver time per iteration (see the
-    module docstring) and the medians of the history columns over the same rounds.
+    "bytes_per_iteration"}``: the steady-state mean driver time per iteration (module
+    docstring) and the medians of the history columns over the same rounds; plus, for
+    every name in ``between``, the mean seconds of one call of that candidate.
     """
     from ray_relu import fit
 
-    if iterations <= warmup:
-        raise ValueError(f"iterations={iterations} must exceed warmup={warmup}")
-    stamps: list[float] = []
+    if not 1 <= warmup < iterations - 1:
+        raise ValueError(f"need 1 <= warmup < iterations - 1, got warmup={warmup}, "
+                         f"iterations={iterations}")
+    between = between or {}
+    fit_rounds: list[float] = []     # fit_rounds[i]: round i + 2 (round 1 has no start)
+    others: dict[str, list[float]] = {name: [] for name in between}
+    resumed: list[float] = []        # when the last callback returned
+
+    def on_round(record: Any, actors: list) -> None:
+        now = time.perf_counter()
+        if resumed:
+            fit_rounds.append(now - resumed[0])
+        for name, step in between.items():
+            start = time.perf_counter()
+            step()
+            others[name].append(time.perf_counter() - start)
+        resumed[:] = [time.perf_counter()]
+
     result = fit(problem, iterations=iterations, tol=0.0, progress=False,
-                 on_round=lambda record, actors: stamps.append(time.perf_counter()),
-                 **options)
-    # stamps[i] is the end of round i + 1; keep rounds warmup + 1 .. T.
-    per_iteration = (stamps[-1] - stamps[warmup - 1]) / (len(stamps) - warmup)
+                 on_round=on_round, **options)
+    out = {"per_iteration_s": float(np.mean(fit_rounds[warmup - 1:]))}
+    out.update({name: float(np.mean(times[warmup:])) for name, times in others.items()})
     rounds = result.history.slice(warmup + 1)
-    out = {"per_iteration_s": per_iteration}
     for column in SPLIT:
         out[column] = float(np.median(np.asarray(rounds.column(column))))
     moved = sum(np.asarray(rounds.column(c)) for c in ("bytes_up", "bytes_down", "bytes_peer"))

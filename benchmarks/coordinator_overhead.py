@@ -7,10 +7,10 @@ round trip, aggregation and bookkeeping. Three candidates per (K, mode), K = 1, 
 
 - **fit**: ``ray_relu.fit(codec="fp32", tol=0, progress=False)``. Per-iteration time
   excludes setup (actor start, shard build, start round, final replica fetch): the
-  driver clock is stamped in the ``on_round`` callback after every round and we take
-  ``(stamp[T] - stamp[W]) / (T - W)`` after ``W`` warm-up rounds (see
-  ``benchmarks/_fit_timing.py``), i.e. the mean steady-state cost of one iteration,
-  everything between two rounds included.
+  driver clock is read in fit's ``on_round`` callback, which runs after every round;
+  the time from one callback's return to the next one's entry is one iteration,
+  everything between two rounds included, and we average the rounds after ``W``
+  warm-up rounds (``benchmarks/_fit_timing.py``).
 - **bare**: a fan-out/fan-in loop written here with plain actors whose method returns
   a precomputed message of the fit's real size (fp32 gradient, 41-byte header
   included). *master*: ship ``w`` (its fp64 message size), K calls, one ``ray.get``
@@ -29,8 +29,13 @@ round trip, aggregation and bookkeeping. Three candidates per (K, mode), K = 1, 
   down right after it (compile time excluded): idle compiled-graph actors keep
   polling their channels and would otherwise steal CPU from the other candidates.
 
-Candidates are interleaved (fit, bare, bare_put, compiled, fit, ...) so the machine's
-noise hits them alike; each figure is the median over repeats of the steady-state mean.
+Interleaving: bare and bare_put run inside fit's ``on_round`` callback, one iteration
+each between two rounds of the fit (timed apart from the fit's rounds), so the three
+alternate round by round and share the machine's noise. The compiled graph cannot
+join that dance (its actors poll while it exists), so it runs as a block after each
+fit; fit/compiled is therefore noisier. Each figure is the mean over the rounds after
+warm-up, median over repeats.
+
 Goal (issue 8): ``fit / bare <= 1.3``.
 """
 
@@ -164,25 +169,23 @@ def _loop_seconds(step: Callable[[], None], iterations: int, warmup: int) -> flo
 
 
 def measure(K: int, mode: str, *, iterations: int, warmup: int, repeats: int) -> dict:
-    """Interleaved steady-state seconds per iteration of every candidate."""
+    """Seconds per iteration of every candidate: medians over repeats of steady means."""
     from ray_relu import PlantedReLU
 
     problem = PlantedReLU(d=D, n=K * ROWS_PER_WORKER, seed=0)
     loops = BareLoops(K, mode)
-    candidates: dict[str, Callable[[], float]] = {
-        "fit": lambda: time_fit(problem, codec="fp32", workers=K, mode=mode,
-                                iterations=iterations, warmup=warmup)["per_iteration_s"],
-        "bare": lambda: _loop_seconds(loops.bare, iterations, warmup),
-        "compiled": lambda: loops.compiled_seconds(iterations, warmup),
-    }
+    between: dict[str, Callable[[], None]] = {"bare": loops.bare}
     if mode == "master":
-        candidates["bare_put"] = lambda: _loop_seconds(lambda: loops.bare(put=True),
-                                                       iterations, warmup)
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
+        between["bare_put"] = lambda: loops.bare(put=True)
+    samples: dict[str, list[float]] = {name: [] for name in ("fit", *between, "compiled")}
     try:
         for _ in range(repeats):
-            for name, run in candidates.items():
-                samples[name].append(run())
+            timing = time_fit(problem, codec="fp32", workers=K, mode=mode,
+                              iterations=iterations, warmup=warmup, between=between)
+            samples["fit"].append(timing["per_iteration_s"])
+            for name in between:
+                samples[name].append(timing[name])
+            samples["compiled"].append(loops.compiled_seconds(iterations, warmup))
     finally:
         loops.close()
     return {name: statistics.median(values) for name, values in samples.items()}

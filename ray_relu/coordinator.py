@@ -5,8 +5,10 @@ evaluates loss and gradient there, and yields one :class:`RoundRecord` (row ``t`
 the history). All bytes are counted from the real encoded messages.
 
 - :class:`MasterCoordinator`: the driver decodes the K gradients, averages them in
-  worker order and takes the step. It ships ``w_{t+1}`` with one ``ray.put`` per round
-  (full precision, default) or, with a downlink codec, the encoded update.
+  worker order and takes the step. It ships ``w_{t+1}`` (full precision, default) or,
+  with a downlink codec, the encoded update: inline in the K calls when it is small,
+  else with one ``ray.put`` per round. One ``ray.get`` per round fetches the K
+  gradients and stats together.
   Bytes: uplink = the K gradient messages, downlink = the copies the K workers
   received (K x the downlink message).
 - :class:`AllToAllCoordinator`: each worker receives the K object refs of the previous
@@ -44,6 +46,16 @@ from .worker import ReplicaLost
 
 MAX_RESUBMITS = 20
 SNAPSHOT_EVERY = 32
+# Ray copies call arguments smaller than this (its max_direct_call_object_size) into
+# the task itself; larger ones go through the object store.
+INLINE_BYTES = 100 * 1024
+
+
+def _shipped(message: bytes) -> Any:
+    """How the master ships one message to all K workers: a small one inline in each
+    call (no object-store round trip; about 1.5 ms less per round on a local Ray), a
+    large one with a single ``ray.put`` that every worker reads."""
+    return message if len(message) < INLINE_BYTES else ray.put(message)
 
 
 @dataclass
@@ -80,18 +92,39 @@ class _Coordinator:
         self.restarts = 0
 
     def _collect(self, t: int, submit: Callable[[int, Any], tuple],
-                 recovery_for: Callable[[int], Any]) -> tuple[list, list[dict]]:
+                 recovery_for: Callable[[int], Any],
+                 fetch_messages: bool = False) -> tuple[list, list[dict], list | None]:
         """Submit round ``t`` to every worker; resubmit failures with recovery info.
 
-        Returns the message refs and the stats dicts, in worker order.
+        Returns the message refs, the stats dicts and, with ``fetch_messages``, the
+        messages themselves (else None), all in worker order. A healthy round costs
+        one ``ray.get`` for everything; only a failed round falls back to worker by
+        worker collection with resubmission.
         """
         pending = [submit(k, None) for k in range(self.K)]
+        wanted = [stats_ref for _, stats_ref in pending]
+        if fetch_messages:
+            wanted += [msg_ref for msg_ref, _ in pending]
+        try:
+            values = ray.get(wanted)
+        except (RayActorError, ReplicaLost):
+            return self._collect_each(t, pending, submit, recovery_for, fetch_messages)
+        refs = [msg_ref for msg_ref, _ in pending]
+        return refs, values[:self.K], (values[self.K:] if fetch_messages else None)
+
+    def _collect_each(self, t: int, pending: list, submit: Callable[[int, Any], tuple],
+                      recovery_for: Callable[[int], Any],
+                      fetch_messages: bool) -> tuple[list, list[dict], list | None]:
+        """:meth:`_collect` after a failure: worker by worker, resubmitting failures."""
         refs, stats = [None] * self.K, [None] * self.K
+        messages = [None] * self.K if fetch_messages else None
         for k in range(self.K):
             for attempt in range(MAX_RESUBMITS + 1):
                 msg_ref, stats_ref = pending[k]
                 try:
                     stats[k] = ray.get(stats_ref)
+                    if fetch_messages:
+                        messages[k] = ray.get(msg_ref)
                     refs[k] = msg_ref
                     break
                 except (RayActorError, ReplicaLost) as exc:
@@ -100,7 +133,7 @@ class _Coordinator:
                                               f"round {t}; last error: {exc}") from exc
                     self.restarts += 1
                     pending[k] = submit(k, recovery_for(k))
-        return refs, stats
+        return refs, stats, messages
 
     def _weighted(self, values: list[float]) -> float:
         return float(sum(wk * v for wk, v in zip(self.plan.weights, values)))
@@ -148,15 +181,15 @@ class MasterCoordinator(_Coordinator):
     def next_round(self, t: int) -> RoundRecord:
         begin = time.perf_counter()
         kind, message = self._next
-        ref = ray.put(message)
+        payload = _shipped(message)
 
         def submit(k, recovery):
             if recovery is not None:   # a restarted worker: just ship it w_t itself
-                return self.workers[k].advance.remote(t, "set", 0.0, None, recovery)
-            return self.workers[k].advance.remote(t, kind, self.step_size, None, ref)
+                return self.workers[k].advance.remote((t, "set", 0.0, None), recovery)
+            return self.workers[k].advance.remote((t, kind, self.step_size, None), payload)
 
-        refs, stats = self._collect(t, submit, lambda k: ray.put(self.exact.encode(self.w)))
-        messages = ray.get(refs)
+        _, stats, messages = self._collect(
+            t, submit, lambda k: _shipped(self.exact.encode(self.w)), fetch_messages=True)
         codec_begin = time.perf_counter()
         g = algorithm.average([self.codec.decode(m) for m in messages], self.plan.weights)
         w_t = self.w
@@ -218,9 +251,9 @@ class AllToAllCoordinator(_Coordinator):
         self._snapshot = (kind, payload, t)
 
         def submit(k, recovery):
-            return self.workers[k].advance.remote(t, kind, 0.0, None, *payload)
+            return self.workers[k].advance.remote((t, kind, 0.0, None), *payload)
 
-        refs, stats = self._collect(t, submit, lambda k: None)
+        refs, stats, _ = self._collect(t, submit, lambda k: None)
         return self._finish(t, refs, stats, time.perf_counter() - begin, kind)
 
     def next_round(self, t: int) -> RoundRecord:
@@ -231,10 +264,10 @@ class AllToAllCoordinator(_Coordinator):
         self._force_recovery = False
 
         def submit(k, recovery):
-            return self.workers[k].advance.remote(t, "peers", self.step_size,
-                                                  recovery or forced, *previous)
+            return self.workers[k].advance.remote((t, "peers", self.step_size,
+                                                   recovery or forced), *previous)
 
-        refs, stats = self._collect(t, submit, lambda k: [self._recovery(t)])
+        refs, stats, _ = self._collect(t, submit, lambda k: [self._recovery(t)])
         return self._finish(t, refs, stats, time.perf_counter() - begin, "peers")
 
     def _recovery(self, t: int) -> tuple:

@@ -73,16 +73,21 @@ class ShardWorker:
         return self.exact.encode(self.replica())
 
     @ray.method(num_returns=2)
-    def advance(self, t: int, kind: str, step_size: float, recovery: Any,
-                *payload: bytes) -> tuple[bytes, dict]:
+    def advance(self, round_: tuple, *payload: bytes) -> tuple[bytes, dict]:
         """Bring the replica to ``w_t`` (see module doc), then evaluate and encode.
+
+        ``round_`` is ``(t, kind, step_size, recovery)``, one argument rather than four
+        because Ray serializes each call argument separately (about 20 us apiece on
+        the driver, every worker, every round). ``payload`` holds the message(s) of
+        ``kind``; refs among them are resolved by Ray before the call.
 
         ``recovery`` is None, or ``[(snapshot_kind, snapshot_refs, rounds)]`` that
         rebuilds ``w_{t-1}`` after a restart: a snapshot of ``w_c`` (``"set"`` with one
         encoded ``w``, or ``"moment"`` with the K moment messages) and, in ``rounds``,
-        ``(step_size, refs)`` of the peer messages of rounds ``c .. t-2``. It is wrapped
-        in a list, so Ray fetches none of it unless it is needed.
+        ``(step_size, refs)`` of the peer messages of rounds ``c .. t-2``. Its refs are
+        nested, so Ray fetches none of them unless they are needed.
         """
+        t, kind, step_size, recovery = round_
         start = time.perf_counter()
         previous, recovered = self.w, False
         if kind == "set":
