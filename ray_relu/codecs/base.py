@@ -12,7 +12,8 @@ d           8      number of coordinates, ``1 <= d <= MAX_DIM``
 levels      4      QSGD levels ``s`` (0 for codecs without parameters)
 bucket      4      QSGD bucket size (0 = one bucket for the whole vector)
 norm        1      0 = none, 1 = l2, 2 = max
-coding      1      0 = raw, 1 = elias (sparse), 2 = dense
+coding      1      0 = raw, 1 = elias (sparse, delta-coded gaps), 2 = dense,
+                   3 = elias-gamma (sparse, gamma-coded gaps)
 exponent    2      signed power of two applied to the QSGD bucket scales (0 otherwise)
 payload     8      payload length in bytes; must equal ``len(message) - 41``
 ==========  =====  ===========================================================
@@ -42,7 +43,7 @@ MAX_DIM = 2 ** 31
 _HEADER = struct.Struct("<4sB8sQIIBBhQ")
 HEADER_SIZE = _HEADER.size
 NORMS = {"none": 0, "l2": 1, "max": 2}
-CODINGS = {"raw": 0, "elias": 1, "dense": 2}
+CODINGS = {"raw": 0, "elias": 1, "dense": 2, "elias-gamma": 3}
 _NORM_NAMES = {v: k for k, v in NORMS.items()}
 _CODING_NAMES = {v: k for k, v in CODINGS.items()}
 

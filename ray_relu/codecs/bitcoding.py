@@ -18,11 +18,13 @@ Elias codes (Elias 1975) for integers ``n >= 1``, with ``L = floor(log2 n)``:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = [
     "bit_length", "gamma_length", "delta_length", "omega_length",
-    "pack_fields", "unpack_fields",
+    "pack_fields", "unpack_fields", "new_words", "or_fields", "or_bits", "words_to_bytes", "CHUNK",
     "pack_fixed", "unpack_fixed",
 ]
 
@@ -35,10 +37,11 @@ _U64 = np.uint64
 
 
 def bit_length(n: np.ndarray) -> np.ndarray:
-    """``floor(log2 n) + 1`` for positive integers ``n`` (< 2**53), as int64."""
-    # frexp is exact for integers below 2**53 and far cheaper than a loop over bits.
-    _, exp = np.frexp(np.asarray(n, dtype=np.float64))
-    return exp.astype(np.int64)
+    """``floor(log2 n) + 1`` for integers ``1 <= n < 2**53``, as int64."""
+    # read the exponent field of the (exact) float64 value: two light passes
+    bits = np.asarray(n, dtype=np.float64).view(np.int64) >> 52
+    bits -= 1022
+    return bits
 
 
 def gamma_length(n: np.ndarray) -> np.ndarray:
@@ -66,37 +69,82 @@ def omega_length(n: np.ndarray) -> np.ndarray:
         cur = np.where(active, bl - 1, 1)
 
 
-def pack_fields(values: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, int]:
-    """Concatenate ``values[i]`` written in ``widths[i]`` bits each, MSB first.
+def pack_fields(*sections: tuple[Any, np.ndarray]) -> tuple[np.ndarray, int]:
+    """Concatenate fields, MSB first: for each ``(values, widths)`` section in turn,
+    ``values[i]`` written in ``widths[i]`` bits.
 
-    ``0 <= values[i] < 2**widths[i]``, ``0 <= widths[i] <= MAX_FIELD_BITS``. Returns the
-    stream as a uint8 array, zero-padded to a whole byte, and its length in bits.
+    ``0 <= values[i] < 2**widths[i]``, ``0 <= widths[i] <= MAX_FIELD_BITS``; ``values``
+    may be a scalar (the same value for every field). Returns the stream as a uint8
+    array, zero-padded to a whole byte, and its length in bits.
+    """
+    sections = [(values, np.asarray(widths, dtype=np.int64)) for values, widths in sections]
+    total = sum(int(widths.sum()) for _, widths in sections)
+    words = new_words(total)
+    offset = 0
+    for values, widths in sections:
+        scalar = np.ndim(values) == 0
+        for lo in range(0, widths.size, CHUNK):
+            offset = or_fields(words, values if scalar else values[lo:lo + CHUNK],
+                               widths[lo:lo + CHUNK], offset)
+    return words_to_bytes(words, total), total
+
+
+# Fields per call of or_fields in loops over long inputs: small enough for the cache,
+# large enough that numpy's per-call overhead does not matter.
+CHUNK = 1 << 15
+
+
+def new_words(total_bits: int) -> np.ndarray:
+    """Zeroed 64-bit words for a stream of ``total_bits`` bits (one spare word)."""
+    return np.zeros(-(-total_bits // 64) + 1, dtype=_U64)
+
+
+def words_to_bytes(words: np.ndarray, total_bits: int) -> np.ndarray:
+    """The first ``ceil(total_bits / 8)`` bytes of ``words``, big-endian, as uint8."""
+    nwords = -(-total_bits // 64)
+    return words[:nwords].astype(">u8").view(np.uint8)[:-(-total_bits // 8)]
+
+
+def or_fields(words: np.ndarray, values: Any, widths: np.ndarray, offset: int) -> int:
+    """Write fields into ``words`` from bit ``offset`` on (see :func:`pack_fields`);
+    return the bit offset after them.
 
     Works on 64-bit words rather than on single bits: each field lands in the word
-    holding its first bit (and spills into the next one), the fields sharing a word
-    are OR-ed together with one ``reduceat``. The cost is a few passes over the fields,
-    whatever their widths.
+    holding its first bit (and spills into the next one); the fields sharing a word
+    are OR-ed together with one ``reduceat``. The cost is a few passes over the
+    fields, whatever their widths.
     """
     widths = np.asarray(widths, dtype=np.int64)
     ends = np.cumsum(widths)
-    total = int(ends[-1]) if ends.size else 0
-    nwords = -(-total // 64)
-    words = np.zeros(nwords + 1, dtype=_U64)
+    ends += offset
     live = np.flatnonzero(widths != 0)
     if live.size:
         w = widths[live]
         starts = ends[live] - w
         word = starts >> 6
         over = w + (starts & 63) - 64                # > 0: bits spilling into the next word
-        v = np.asarray(values, dtype=np.int64)[live].view(_U64)
+        if np.ndim(values) == 0:
+            v = np.full(live.size, values, dtype=_U64)
+        else:
+            v = np.asarray(values, dtype=np.int64)[live].view(_U64)
         head = (v << np.maximum(-over, 0).view(_U64)) >> np.maximum(over, 0).view(_U64)
         first = np.flatnonzero(np.diff(word, prepend=-1) != 0)
-        words[word[first]] = np.bitwise_or.reduceat(head, first)
+        words[word[first]] |= np.bitwise_or.reduceat(head, first)
         spill = np.flatnonzero(over > 0)
         if spill.size:
             words[word[spill] + 1] |= v[spill] << (64 - over[spill]).view(_U64)
-    stream = words[:nwords].astype(">u8").view(np.uint8)
-    return stream[:-(-total // 8)], total
+    return int(ends[-1]) if ends.size else offset
+
+
+def or_bits(words: np.ndarray, positions: np.ndarray) -> None:
+    """Set the bits at the (increasing) ``positions`` of the stream held in ``words``."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if positions.size == 0:
+        return
+    word = positions >> 6
+    bit = np.left_shift(1, 63 - (positions & 63)).view(_U64)
+    first = np.flatnonzero(np.diff(word, prepend=-1) != 0)
+    words[word[first]] |= np.bitwise_or.reduceat(bit, first)
 
 
 def unpack_fields(data: np.ndarray, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:

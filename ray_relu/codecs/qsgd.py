@@ -24,21 +24,23 @@ Wire payload after the common header: ``ceil(d/b)`` float32 scales, then either
 * **elias** (sparse): a uint32 count ``k`` of nonzeros, then a bit stream describing
   each nonzero ``j`` by its gap ``g_j`` (distance to the previous nonzero, first one
   counted from position -1, so ``g_j >= 1``), its sign and its level ``|l_j| >= 1``.
-  The gap is written in **Elias delta** (``gamma(L+1)`` then the ``L`` low bits of
-  ``g``, ``L = floor(log2 g)``) and the level in **Elias gamma**. Delta for gaps and
-  gamma for levels is the measured best of the Elias family here: levels are mostly
-  1-3, where gamma is shortest (1 or 3 bits), while gaps are ~``d/k``, where delta
-  saves ``~log2(g) - 2 log2 log2(g)`` bits over gamma and also beats omega below
-  ``2**16`` (see ``benchmarks/bits_on_wire.py``, which measures all three).
+  The level is written in **Elias gamma**, the gap in **Elias delta** (``gamma(L+1)``
+  then the ``L`` low bits of ``g``, ``L = floor(log2 g)``; header coding ``elias``) or
+  in **Elias gamma** (header coding ``elias-gamma``), whichever makes the message
+  shorter. Levels are mostly 1-3, where gamma is shortest (1 or 3 bits). Gaps are
+  ~``d/k``: in sparse messages (``s << sqrt d``) delta saves ``~log2(g) - 2 log2
+  log2(g)`` bits a gap over gamma (and beats omega below ``2**16``); in dense ones most
+  gaps are 1-3, where gamma is shorter (``benchmarks/bits_on_wire.py`` measures the
+  Elias family on both).
 
   The stream is column-split so that it decodes without a sequential scan: section 1
   holds the unary parts (``K`` zeros and a one) of the ``2k`` gamma codewords
-  ``gamma(L_j+1), gamma(|l_j|)`` in order; section 2 their ``K``-bit tails; section 3
-  the ``k`` sign bits (1 = negative); section 4 the ``L_j`` low bits of each gap. Each
-  codeword is an exact Elias codeword, only its parts are grouped, so the length is
-  exactly that of the interleaved stream. Finding the ``2k`` ones of section 1 gives
-  every codeword length at once, then all fields are read with array arithmetic.
-  Zero bits pad the stream to a whole byte.
+  ``gamma(L_j+1) or gamma(g_j), gamma(|l_j|)`` in order; section 2 their ``K``-bit
+  tails; section 3 the ``k`` sign bits (1 = negative); section 4 (delta only) the
+  ``L_j`` low bits of each gap. Each codeword is an exact Elias codeword, only its
+  parts are grouped, so the length is exactly that of the interleaved stream.
+  Finding the ``2k`` ones of section 1 gives every codeword length at once, then all
+  fields are read with array arithmetic. Zero bits pad the stream to a whole byte.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ import numpy as np
 
 from .._validation import check_choice, check_int
 from .base import Codec, CodecError, Header, MAX_DIM, check_vector, non_finite_error
-from .bitcoding import (MAX_TAIL_BITS, bit_length, pack_fields, pack_fixed,
-                        unpack_fields, unpack_fixed)
+from .bitcoding import (CHUNK, MAX_TAIL_BITS, bit_length, new_words, or_bits, or_fields,
+                        pack_fixed, unpack_fields, unpack_fixed, words_to_bytes)
 
 __all__ = ["QSGD"]
 
@@ -64,7 +66,11 @@ _TOP_BITS = 64
 # 2**-1022 is subnormal, below 2**-1074 zero); above it, it may overflow. Such rows are
 # rescaled by their largest entry first.
 _SMALL_SUMSQ, _LARGE_SUMSQ = 2.0 ** -900, 2.0 ** 900
-_LUT_MAX_WIDTH = 16               # dense codes up to this width go through lookup tables
+# Below this largest bucket scale, level values are computed 2**600 larger and scaled
+# back at the end (see QSGD._steps).
+_TINY_SCALE, _TINY_SHIFT = 2.0 ** -900, 600
+# K = floor(log2 n) of the small numbers n = L + 1 <= 32 coded by gamma for the gaps
+_SMALL_UNARY = np.array([0] + [n.bit_length() - 1 for n in range(1, 33)], dtype=np.int8)
 
 
 class QSGD(Codec):
@@ -218,7 +224,7 @@ class QSGD(Codec):
         return _full_scales(f32, exponent), x.astype(np.int32)
 
     def dequantize(self, scales: np.ndarray, levels: np.ndarray) -> np.ndarray:
-        """Quantized values ``(levels / s) * scale`` (float64) for each bucket's scale."""
+        """Quantized values ``levels * (scale / s)`` (float64), each bucket's scale."""
         levels = np.asarray(levels)
         scales = np.asarray(scales, dtype=np.float64)
         if levels.ndim != 1 or levels.size < 1:
@@ -227,9 +233,22 @@ class QSGD(Codec):
         if scales.shape != (nb,):
             raise ValueError(f"scales must have shape ({nb},) for d={levels.size}, "
                              f"got {scales.shape}")
-        out = levels / float(self.levels)
-        self._per_bucket(out, scales)
+        out = levels.astype(np.float64)
+        steps, factor = self._steps(scales)
+        self._per_bucket(out, steps)
+        if factor != 1:
+            out *= factor
         return out
+
+    def _steps(self, scales: np.ndarray) -> tuple[np.ndarray, float]:
+        """Value of one level in each bucket: ``step * factor`` with ``step = scale / s``
+        and ``factor = 1``, except for tiny scales, where ``scale / s`` could lose bits
+        to float64 subnormals: there ``step`` is ``2**600`` times larger and
+        ``factor = 2**-600`` is applied last (rounding once, at the very end)."""
+        top = float(scales.max())
+        if top == 0 or top >= _TINY_SCALE:
+            return scales / float(self.levels), 1.0
+        return np.ldexp(scales, _TINY_SHIFT) / float(self.levels), 2.0 ** -_TINY_SHIFT
 
     # -- encoding -------------------------------------------------------------------
     def encode(self, vec: np.ndarray, *, rng: np.random.Generator | None = None) -> bytes:
@@ -244,7 +263,10 @@ class QSGD(Codec):
             if coding == "auto":
                 dense_bytes = -(-d * self.dense_width // 8)
                 coding = "elias" if sparse.nbytes < dense_bytes else "dense"
-        body = sparse.to_bytes() if coding == "elias" else self._dense_bytes(x)
+        if coding == "elias":
+            body, coding = sparse.to_bytes(), sparse.coding
+        else:
+            body = self._dense_bytes(x)
         payload_len = 4 * f32.size + len(body)
         header = Header(self.codec_id, d, self.levels, self.bucket_size or 0,
                         self.norm, coding, payload_len, exponent)
@@ -253,18 +275,11 @@ class QSGD(Codec):
     def _dense_bytes(self, x: np.ndarray) -> bytes:
         """Sign-magnitude codes of the (unclamped) levels ``x``, packed."""
         width, s = self.dense_width, self.levels
-        if width <= _LUT_MAX_WIDTH:
-            # table indexed by the signed level: table[l] for l >= 0 and table[-l] (from
-            # the end) for l < 0, with +-(s+1) clamped to +-s
-            table = np.empty(2 * s + 3, dtype=np.uint8 if width <= 8 else np.uint16)
-            mags = np.minimum(np.arange(s + 2), s)
-            table[:s + 2] = mags
-            table[s + 2:] = mags[:0:-1] | (1 << (width - 1))
-            codes = table[x.astype(np.int32)]
-        else:
-            np.clip(x, -s, s, out=x)
-            codes = np.abs(x).astype(np.uint32)
-            codes |= (x < 0).astype(np.uint32) << np.uint32(width - 1)
+        signed_type, code_type = _dense_types(s)
+        levels = x.astype(signed_type)
+        np.clip(levels, -s, s, out=levels)             # a rare +-(s + 1)
+        codes = np.abs(levels).astype(code_type)       # |level| < 2**(width - 1)
+        codes |= (levels < 0).view(np.uint8).astype(code_type) << code_type(width - 1)
         return pack_fixed(codes, width)
 
     # -- decoding -------------------------------------------------------------------
@@ -276,7 +291,7 @@ class QSGD(Codec):
         :meth:`Codec.decode`).
         """
         header, payload = self._read_header(buf, max_dim)
-        if header.levels < 1 or header.coding not in ("elias", "dense") or \
+        if header.levels < 1 or header.coding not in ("elias", "elias-gamma", "dense") or \
                 header.norm not in ("l2", "max"):
             raise CodecError(f"impossible qsgd parameters in header: levels="
                              f"{header.levels}, norm={header.norm!r}, coding={header.coding!r}")
@@ -304,10 +319,13 @@ class QSGD(Codec):
         body = payload[4 * nb:]
         if header.coding == "dense":
             return self._dense_values(body, d, scales)
-        idx, levels = _SparseFields.parse(body, d, self.levels)
+        idx, levels = _SparseFields.parse(body, d, self.levels,
+                                          gamma_gaps=header.coding == "elias-gamma")
         out = np.zeros(d, dtype=np.float64)
-        values = levels / float(self.levels)
-        values *= scales[0] if nb == 1 else scales[idx // self._bucket(d)]
+        steps, factor = self._steps(scales)
+        values = levels * (steps[0] if nb == 1 else steps[idx // self._bucket(d)])
+        if factor != 1:
+            values *= factor
         out[idx] = values
         return out
 
@@ -320,38 +338,31 @@ class QSGD(Codec):
         pad = need * 8 - d * width
         if pad and body[-1] & ((1 << pad) - 1):
             raise CodecError("nonzero padding bits after the dense qsgd body")
-        codes = unpack_fixed(body, d, width)
-        one_bucket = scales.size == 1
-        if width <= _LUT_MAX_WIDTH:
-            # value of every possible code; NaN marks a level above s or a negative zero
-            table = np.full(1 << width, np.nan)
-            table[:s + 1] = np.arange(s + 1) / float(s)
-            table[(1 << (width - 1)) + 1:(1 << (width - 1)) + s + 1] = \
-                -table[1:s + 1]
-            if one_bucket:
-                table *= scales[0]
-            out = table[codes]
-            if np.isnan(out.max()):
-                self._dense_error(codes)
-        else:
-            mags = codes & np.uint32((1 << (width - 1)) - 1)
-            neg = (codes >> np.uint32(width - 1)).astype(bool)
-            if mags.max() > s or (neg & (mags == 0)).any():
-                self._dense_error(codes)
-            out = mags / float(s)
-            np.negative(out, out=out, where=neg)
-            if one_bucket:
-                out *= scales[0]
-        if not one_bucket:
-            self._per_bucket(out, scales)
+        codes = unpack_fixed(body, d, width)           # uint8, uint16 or uint32
+        code_type = codes.dtype.type
+        mags = codes & code_type((1 << (width - 1)) - 1)
+        negative = codes >> code_type(width - 1)       # 0 or 1
+        if mags.max() > s:
+            raise CodecError(f"level {int(mags.max())} exceeds levels={s}")
+        if (negative & (mags == 0)).any():
+            raise CodecError("dense qsgd body holds a negative zero level")
+        signed_view = mags.dtype.str.replace("u", "i")  # |level| < 2**(bits - 1)
+        levels = mags.view(signed_view) * (1 - 2 * negative.view(signed_view))
+        out = levels.astype(np.float64)
+        steps, factor = self._steps(scales)
+        self._per_bucket(out, steps)
+        if factor != 1:
+            out *= factor
         return out
 
-    def _dense_error(self, codes: np.ndarray) -> None:
-        width = self.dense_width
-        mags = codes & ((1 << (width - 1)) - 1)
-        if mags.max() > self.levels:
-            raise CodecError(f"level {int(mags.max())} exceeds levels={self.levels}")
-        raise CodecError("dense qsgd body holds a negative zero level")
+
+def _dense_types(s: int) -> tuple[type, type]:
+    """(signed type holding -s-1..s+1, unsigned type of the dense codes) for ``s``."""
+    if s < 127:
+        return np.int8, np.uint8
+    if s < 32767:
+        return np.int16, np.uint16
+    return np.int64, np.uint32
 
 
 def _full_scales(f32: np.ndarray, exponent: int) -> np.ndarray:
@@ -375,40 +386,88 @@ def _row_norms(rows: np.ndarray) -> np.ndarray:
 
 
 class _SparseFields:
-    """The Elias-coded sparse body: nonzero positions, levels and signs."""
+    """The Elias-coded sparse body: nonzero positions, levels and signs.
+
+    Works through the nonzeros in chunks of ``CHUNK`` so that every temporary array
+    stays small (in cache, no fresh pages); only the three per-nonzero code lengths
+    are kept whole, as int8.
+    """
 
     def __init__(self, idx: np.ndarray, signed: np.ndarray, s: int) -> None:
-        self.count = idx.size
-        self.gaps = np.diff(idx, prepend=-1)
-        self.neg = signed < 0
-        self.levels = np.minimum(np.abs(signed), s).astype(np.int64)   # clamp s + 1
-        self.gap_tail = bit_length(self.gaps) - 1       # L: delta's low-bit count
-        # the 2k gamma-coded numbers, interleaved gap-length, level, gap-length, ...
-        self.gamma_vals = np.empty(2 * self.count, dtype=np.int64)
-        self.gamma_vals[0::2] = self.gap_tail + 1       # delta writes gamma(L + 1)
-        self.gamma_vals[1::2] = self.levels
-        self.unary = bit_length(self.gamma_vals) - 1
-        self.nbits = int(2 * self.unary.sum() + 3 * self.count + self.gap_tail.sum())
+        self.idx, self.signed, self.s = idx, signed, s
+        self.count = k = idx.size
+        self.gap_tail = np.empty(k, dtype=np.int8)     # L = floor(log2 gap)
+        self.gap_unary = np.empty(k, dtype=np.int8)    # K of gamma(L + 1)
+        self.level_unary = np.empty(k, dtype=np.int8)  # K of gamma(level)
+        for lo, hi in self._chunks():
+            tail = bit_length(self._gaps(lo, hi)) - 1
+            self.gap_tail[lo:hi] = tail
+            self.gap_unary[lo:hi] = _SMALL_UNARY[tail + 1]
+            self.level_unary[lo:hi] = bit_length(self._levels(lo, hi)) - 1
+        level_sum = int(self.level_unary.sum(dtype=np.int64))
+        self.tail_sum = int(self.gap_tail.sum(dtype=np.int64))
+        delta_unary = int(self.gap_unary.sum(dtype=np.int64)) + level_sum
+        gamma_unary = self.tail_sum + level_sum          # gamma(g) has K = L
+        delta_bits = 2 * delta_unary + 3 * k + self.tail_sum
+        gamma_bits = 2 * gamma_unary + 3 * k
+        self.gamma_gaps = gamma_bits < delta_bits
+        self.coding = "elias-gamma" if self.gamma_gaps else "elias"
+        self.unary_sum = gamma_unary if self.gamma_gaps else delta_unary
+        self.nbits = min(gamma_bits, delta_bits)
         self.nbytes = 4 + -(-self.nbits // 8)
+
+    def _chunks(self):
+        return ((lo, min(lo + CHUNK, self.count)) for lo in range(0, self.count, CHUNK))
+
+    def _gaps(self, lo: int, hi: int) -> np.ndarray:
+        return np.diff(self.idx[lo:hi], prepend=self.idx[lo - 1] if lo else -1)
+
+    def _levels(self, lo: int, hi: int) -> np.ndarray:
+        mags = np.abs(self.signed[lo:hi])
+        np.minimum(mags, self.s, out=mags)                 # clamp a rare s + 1
+        return mags.astype(np.int64)
 
     def to_bytes(self) -> bytes:
         """uint32 count, then the four bit sections, zero-padded to a byte."""
-        k, one = self.unary, np.int64(1)
-        values = np.concatenate((
-            np.ones(k.size, dtype=np.int64),             # unary parts: K zeros, then 1
-            self.gamma_vals - (one << k),                # gamma tails
-            self.neg,                                    # signs
-            self.gaps - (one << self.gap_tail),          # delta's low bits of the gaps
-        ))
-        widths = np.concatenate((k + 1, k, np.ones(self.count, dtype=np.int64),
-                                 self.gap_tail))
-        stream, nbits = pack_fields(values, widths)
-        assert nbits == self.nbits
-        return np.uint32(self.count).astype("<u4").tobytes() + stream.tobytes()
+        k = self.count
+        words = new_words(self.nbits)
+        # running bit offsets of the four sections: unary parts, gamma tails, signs, gaps
+        offsets = [0, 2 * k + self.unary_sum, 2 * k + 2 * self.unary_sum,
+                   3 * k + 2 * self.unary_sum]
+        one = np.int64(1)
+        for lo, hi in self._chunks():
+            gaps, levels = self._gaps(lo, hi), self._levels(lo, hi)
+            tail = self.gap_tail[lo:hi].astype(np.int64)
+            unary = np.empty(2 * (hi - lo), dtype=np.int64)    # gap code, gamma(level)
+            tails = np.empty_like(unary)
+            if self.gamma_gaps:                                # gamma(g)
+                unary[0::2] = tail
+                tails[0::2] = gaps
+            else:                                              # delta: gamma(L + 1), ...
+                unary[0::2] = self.gap_unary[lo:hi]
+                tails[0::2] = tail + 1
+            unary[1::2] = self.level_unary[lo:hi]
+            tails[1::2] = levels
+            tails -= one << unary
+            ones = np.cumsum(unary + 1)                 # unary parts: K zeros, then a one
+            ones += offsets[0] - 1
+            or_bits(words, ones)
+            offsets[0] = int(ones[-1]) + 1
+            offsets[1] = or_fields(words, tails, unary, offsets[1])
+            or_bits(words, offsets[2] + np.flatnonzero(self.signed[lo:hi] < 0))
+            offsets[2] += hi - lo
+            if not self.gamma_gaps:                            # ... then L low bits
+                offsets[3] = or_fields(words, gaps - (one << tail), tail, offsets[3])
+        assert offsets[3] == self.nbits
+        return np.uint32(k).astype("<u4").tobytes() + words_to_bytes(words, self.nbits).tobytes()
 
     @staticmethod
-    def parse(body: np.ndarray, d: int, s: int) -> tuple[np.ndarray, np.ndarray]:
-        """(positions int64, levels float64 signed) from a sparse body; CodecError if bad."""
+    def parse(body: np.ndarray, d: int, s: int, gamma_gaps: bool
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """(positions int64, levels float64 signed) from a sparse body; CodecError if bad.
+
+        ``gamma_gaps``: gaps in Elias gamma (coding ``elias-gamma``), else delta.
+        """
         if body.size < 4:
             raise CodecError("sparse qsgd body too short for its nonzero count")
         count = int(body[:4].view("<u4")[0])
@@ -436,18 +495,21 @@ class _SparseFields:
         pos += ksum
         neg = bits[pos:pos + count]
         pos += count
-        gap_tail = vals[0::2] - 1
         levels = vals[1::2]
-        if gap_tail.max() >= MAX_TAIL_BITS:
-            raise CodecError(f"gap with {int(gap_tail.max())} low bits: out of range")
         if levels.max() > s:
             raise CodecError(f"level {int(levels.max())} exceeds levels={s}")
-        tsum = int(gap_tail.sum())
-        if pos + tsum > nbits:
-            raise CodecError("Elias bit stream ran out in the gap section")
-        gaps = unpack_fields(stream, pos + np.cumsum(gap_tail) - gap_tail, gap_tail)
-        gaps += np.int64(1) << gap_tail
-        pos += tsum
+        if gamma_gaps:
+            gaps = vals[0::2]
+        else:
+            gap_tail = vals[0::2] - 1
+            if gap_tail.max() >= MAX_TAIL_BITS:
+                raise CodecError(f"gap with {int(gap_tail.max())} low bits: out of range")
+            tsum = int(gap_tail.sum())
+            if pos + tsum > nbits:
+                raise CodecError("Elias bit stream ran out in the gap section")
+            gaps = unpack_fields(stream, pos + np.cumsum(gap_tail) - gap_tail, gap_tail)
+            gaps += np.int64(1) << gap_tail
+            pos += tsum
         if -(-pos // 8) != stream.size:
             raise CodecError(f"{stream.size - -(-pos // 8)} trailing bytes after the "
                              f"Elias bit stream")
@@ -456,6 +518,5 @@ class _SparseFields:
         idx = np.cumsum(gaps) - 1
         if idx[-1] >= d:
             raise CodecError(f"gaps run to position {int(idx[-1])}, past d={d}")
-        signed = levels.astype(np.float64)
-        np.negative(signed, out=signed, where=neg)
+        signed = (levels * (1 - 2 * neg.view(np.int8))).astype(np.float64)
         return idx, signed
