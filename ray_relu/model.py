@@ -61,6 +61,13 @@ class PlantedReLU:
         self._w_star.setflags(write=False)
         self.block_rows = max(1, _VALUES_PER_BLOCK // self.d)
 
+    def __reduce__(self) -> tuple:
+        # Pickle the parameters only: w_star is rebuilt from the seed where the problem
+        # lands. Each Ray actor receives the problem as a constructor argument; with
+        # w_star inside, d = 1e6 would ship 8 MB per actor through the object store, and
+        # Ray warns that such actors may fail to restart once those objects are gone.
+        return (PlantedReLU, (self.d, self.n, self.noise, self.seed))
+
     def __repr__(self) -> str:
         return (f"PlantedReLU(d={self.d}, n={self.n}, noise={self.noise}, "
                 f"seed={self.seed})")

@@ -18,6 +18,17 @@ def test_w_star_is_unit_norm_and_deterministic():
     assert not np.allclose(a.w_star, c.w_star)
 
 
+def test_pickled_problem_is_small_and_rebuilds_the_same_data():
+    import pickle
+    p = PlantedReLU(d=50_000, n=7, noise=0.1, seed=3)
+    blob = pickle.dumps(p)
+    assert len(blob) < 500          # parameters only, not the 400 kB w_star
+    q = pickle.loads(blob)
+    assert q == p
+    np.testing.assert_array_equal(q.w_star, p.w_star)
+    np.testing.assert_array_equal(q.shard(1, 2)[0], p.shard(1, 2)[0])
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.3])
 def test_data_set_does_not_depend_on_the_number_of_shards(noise):
     p = PlantedReLU(d=6, n=301, noise=noise, seed=7)
