@@ -248,10 +248,12 @@ EOF
     done
 }
 
-keep_dirs() { # top-level dirs of /root the shared venv's python lives in
-    local p out=""
+keep_dirs() { # dirs the shared venv and its python live in, under the hosts' private /root or /tmp
+    local p out="" top
     for p in "$(readlink -f "$PY")" "$(cd "$VENV_BIN/.." && pwd -P)"; do
-        case "$p" in /root/*) p=${p#/root/}; out+=" /root/${p%%/*}" ;; esac
+        for top in /root /tmp; do
+            case "$p" in "$top"/*) p=${p#"$top"/}; out+=" $top/${p%%/*}" ;; esac
+        done
     done
     echo $out | tr ' ' '\n' | sort -u | tr '\n' ' '
 }
@@ -377,10 +379,23 @@ EOF
 
 # --- commands ----------------------------------------------------------------------
 UP_DONE=0
+keep_logs() { # the logs of a failed `up`, kept after teardown for a look
+    local dest="/tmp/ray_relu_emu_failed_$ID" f
+    rm -rf "$dest"; install -d -m 0700 "$dest"
+    for f in ray_up.log wheel.log local.yaml; do
+        [ -f "$EMU_DIR/$f" ] && cp "$EMU_DIR/$f" "$dest/"
+    done
+    for f in "$EMU_DIR"/nodes/*/init.log "$EMU_DIR"/nodes/*/tmp/ray/session_2*/logs/monitor.*; do
+        [ -f "$f" ] && cp "$f" "$dest/$(echo "${f#"$EMU_DIR"/nodes/}" | cut -d/ -f1)-$(basename "$f")"
+    done
+    log "logs of the failed up kept in $dest"
+}
+
 on_up_exit() {
     local rc=$?
     if [ "$UP_DONE" -ne 1 ]; then
         log "up failed or was interrupted (exit $rc): tearing down"
+        keep_logs || true
         cmd_down || true
         exit $(( rc == 0 ? 1 : rc ))
     fi

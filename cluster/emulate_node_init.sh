@@ -6,15 +6,20 @@
 set -euo pipefail
 name=$1 dir=$2 emu=$3
 hostname "$name"
-# A private $HOME over /root. Parts of the real /root that the shared Python needs
-# (e.g. a pyenv interpreter the venv links to) are bound back in, read-only use.
+# A private $HOME over /root and a private /tmp. Parts of the real ones that the shared
+# Python needs (a pyenv interpreter the venv links to, a venv under /tmp) are bound
+# back in at the same paths (read-only use), before the private dirs cover them.
 for keep in ${RAY_RELU_EMU_KEEP:-}; do
-    sub=${keep#/root/}
-    mkdir -p "$dir/home/$sub"
-    mount --bind "$keep" "$dir/home/$sub"
+    case "$keep" in
+        /root/*) target="$dir/home/${keep#/root/}" ;;
+        /tmp/*) target="$dir/tmp/${keep#/tmp/}" ;;
+        *) continue ;;
+    esac
+    mkdir -p "$target"
+    mount --bind "$keep" "$target"
 done
 mount --rbind "$dir/home" /root
-mount --bind "$dir/tmp" /tmp
+mount --rbind "$dir/tmp" /tmp
 mount -t tmpfs -o size=2g,mode=1777 tmpfs /dev/shm
 mount --bind "$emu/hosts" /etc/hosts
 mount --bind "$emu/resolv.conf" /etc/resolv.conf
