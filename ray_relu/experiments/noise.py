@@ -110,7 +110,8 @@ def claim(table: pa.Table, exponent: float, r2: float) -> str:
     ratios = [r["floor_over_sigma"] for r in noisy]
     rates = np.array([r["rate"] for r in noisy], dtype=float)
     text = (f"With label noise the error fell geometrically (rates "
-            f"{np.nanmin(rates):.3f}-{np.nanmax(rates):.3f} per iteration) to a floor growing like sigma^{exponent:.2f} (R^2 {r2:.3f}) over "
+            f"{np.nanmin(rates):.3f}-{np.nanmax(rates):.3f} per iteration) to a floor growing "
+            f"like sigma^{exponent:.2f} (R^2 {r2:.3f}) over "
             f"sigma = {noisy[0]['sigma']:g}..{noisy[-1]['sigma']:g}: floor/sigma = "
             f"{min(ratios):.2f}-{max(ratios):.2f}")
     clean = [r for r in rows if r["sigma"] == 0]
