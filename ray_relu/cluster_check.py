@@ -359,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"  note: {note}")
             return 0
         if action in EMULATE_ACTIONS:
+            if action == "submit" and "--" not in rest:
+                # argparse drops a leading "--": without it `ray job submit` would
+                # take the entrypoint's options (e.g. fit's --d) for its own.
+                rest = ["--", *rest]
             return subprocess.call(["bash", str(emulate_script()), action, *rest])
         raise ClusterConfigError(f"unknown cluster action {action!r}; expected check or "
                                  f"one of {', '.join(EMULATE_ACTIONS)}")

@@ -277,3 +277,19 @@ def test_usage_errors(capsys):
 
 def test_cluster_config_error_is_a_value_error():
     assert issubclass(ClusterConfigError, ValueError)
+
+
+def test_emulated_cluster_actions_run_emulate_sh(monkeypatch):
+    """`ray-relu cluster up|submit|...` hand their arguments to cluster/emulate.sh; the
+    "--" argparse drops before a submit's entrypoint is put back."""
+    from ray_relu import cluster_check
+    calls = []
+    monkeypatch.setattr(cluster_check.subprocess, "call", lambda argv: calls.append(argv) or 0)
+    assert cli.main(["cluster", "up", "--nodes", "4", "--rate", "10mbit"]) == 0
+    assert cli.main(["cluster", "submit", "--", "ray-relu", "fit", "--d", "30"]) == 0
+    assert cli.main(["cluster", "submit", "--working-dir", ".", "--", "python", "x.py"]) == 0
+    script = str(ROOT / "cluster" / "emulate.sh")
+    assert calls == [
+        ["bash", script, "up", "--nodes", "4", "--rate", "10mbit"],
+        ["bash", script, "submit", "--", "ray-relu", "fit", "--d", "30"],
+        ["bash", script, "submit", "--working-dir", ".", "--", "python", "x.py"]]
