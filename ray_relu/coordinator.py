@@ -42,7 +42,7 @@ from . import algorithm
 from .codecs import FullPrecision, get_codec
 from .model import relative_error
 from .settings import WorkerPlan
-from .worker import ReplicaLost
+from .worker import ReplicaLost, RoundStats
 
 MAX_RESUBMITS = 20
 SNAPSHOT_EVERY = 32
@@ -93,13 +93,13 @@ class _Coordinator:
 
     def _collect(self, t: int, submit: Callable[[int, Any], tuple],
                  recovery_for: Callable[[int], Any],
-                 fetch_messages: bool = False) -> tuple[list, list[dict], list | None]:
+                 fetch_messages: bool = False) -> tuple[list, list[RoundStats], list | None]:
         """Submit round ``t`` to every worker; resubmit failures with recovery info.
 
-        Returns the message refs, the stats dicts and, with ``fetch_messages``, the
-        messages themselves (else None), all in worker order. A healthy round costs
-        one ``ray.get`` for everything; only a failed round falls back to worker by
-        worker collection with resubmission.
+        Returns the message refs, the workers' :class:`RoundStats` and, with
+        ``fetch_messages``, the messages themselves (else None), all in worker order.
+        A healthy round costs one ``ray.get`` for everything; only a failed round
+        falls back to worker by worker collection with resubmission.
         """
         pending = [submit(k, None) for k in range(self.K)]
         wanted = [stats_ref for _, stats_ref in pending]
@@ -110,11 +110,12 @@ class _Coordinator:
         except (RayActorError, ReplicaLost):
             return self._collect_each(t, pending, submit, recovery_for, fetch_messages)
         refs = [msg_ref for msg_ref, _ in pending]
-        return refs, values[:self.K], (values[self.K:] if fetch_messages else None)
+        stats = [RoundStats.unpack(v) for v in values[:self.K]]
+        return refs, stats, (values[self.K:] if fetch_messages else None)
 
     def _collect_each(self, t: int, pending: list, submit: Callable[[int, Any], tuple],
                       recovery_for: Callable[[int], Any],
-                      fetch_messages: bool) -> tuple[list, list[dict], list | None]:
+                      fetch_messages: bool) -> tuple[list, list[RoundStats], list | None]:
         """:meth:`_collect` after a failure: worker by worker, resubmitting failures."""
         refs, stats = [None] * self.K, [None] * self.K
         messages = [None] * self.K if fetch_messages else None
@@ -122,7 +123,7 @@ class _Coordinator:
             for attempt in range(MAX_RESUBMITS + 1):
                 msg_ref, stats_ref = pending[k]
                 try:
-                    stats[k] = ray.get(stats_ref)
+                    stats[k] = RoundStats.unpack(ray.get(stats_ref))
                     if fetch_messages:
                         messages[k] = ray.get(msg_ref)
                     refs[k] = msg_ref
@@ -142,12 +143,12 @@ class _Coordinator:
         """Every worker's replica of ``w`` (fetched; for divergence checks)."""
         return ray.get([wk.replica.remote() for wk in self.workers])
 
-    def _record(self, t: int, stats: list[dict], wall_s: float, rel_error: float,
+    def _record(self, t: int, stats: list[RoundStats], wall_s: float, rel_error: float,
                 rel_change: float, up: int, down: int, peer: int,
                 driver_codec_s: float = 0.0) -> RoundRecord:
-        compute = max(s["compute_s"] for s in stats)
-        encode = max(s["encode_s"] for s in stats) + driver_codec_s
-        return RoundRecord(t, self._weighted([s["loss"] for s in stats]), rel_error,
+        compute = max(s.compute_s for s in stats)
+        encode = max(s.encode_s for s in stats) + driver_codec_s
+        return RoundRecord(t, self._weighted([s.loss for s in stats]), rel_error,
                            rel_change, up, down, peer, compute, encode,
                            max(0.0, wall_s - compute - encode), wall_s)
 
@@ -209,7 +210,7 @@ class MasterCoordinator(_Coordinator):
         self._previous, self.w = w_t, w_next
         self.current = w_t
         up = sum(len(m) for m in messages)
-        down = sum(s["received_bytes"] for s in stats)
+        down = sum(s.received_bytes for s in stats)
         return self._record(t, stats, time.perf_counter() - begin, rel_err, change,
                             up, down, 0, driver_codec_s)
 
@@ -276,25 +277,25 @@ class AllToAllCoordinator(_Coordinator):
         rounds = [(step, msgs) for r, step, msgs in self._log if c <= r <= t - 2]
         return (kind, refs, rounds)
 
-    def _finish(self, t: int, refs: list, stats: list[dict], wall_s: float,
+    def _finish(self, t: int, refs: list, stats: list[RoundStats], wall_s: float,
                 kind: str) -> RoundRecord:
         self._refs = refs
         self._log.append((t, self.step_size, refs))
         self._rotate_snapshot(t, stats)
-        received = sum(s["received_bytes"] for s in stats)
+        received = sum(s.received_bytes for s in stats)
         # A driver-chosen start w is downlink; everything else moves between workers.
         down, peer = (received, 0) if kind == "set" else (0, received)
         first = stats[0]
-        return self._record(t, stats, wall_s, first["rel_error"], first["rel_change"],
+        return self._record(t, stats, wall_s, first.rel_error, first.rel_change,
                             0, down, peer)
 
-    def _rotate_snapshot(self, t: int, stats: list[dict]) -> None:
+    def _rotate_snapshot(self, t: int, stats: list[RoundStats]) -> None:
         # A snapshot asked of worker 0 after round c is committed once worker 0 has
         # finished the next round normally: then the snapshot call surely ran.
         if self._pending_snapshot is not None:
             ref, c = self._pending_snapshot
             self._pending_snapshot = None
-            if not stats[0].get("recovered", False):
+            if not stats[0].recovered:
                 self._snapshot = ("set", [ref], c)
                 self._log = [e for e in self._log if e[0] >= c]
         if t % SNAPSHOT_EVERY == 0:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import ray
@@ -37,6 +38,35 @@ UPDATE_KINDS = ("set", "moment", "delta", "peers")
 
 class ReplicaLost(RuntimeError):
     """A worker was restarted and has no replica of ``w`` to update; send recovery."""
+
+
+class RoundStats(NamedTuple):
+    """What a worker reports with each gradient message.
+
+    It travels packed into 49 bytes (:meth:`pack`): Ray hands ``bytes`` over as they
+    are, whereas a dict would be pickled by every worker and unpickled by the driver,
+    every round.
+    """
+
+    loss: float            # mean loss of the rows used, at w_t
+    compute_s: float       # loss + gradient
+    encode_s: float        # encode, plus the decoding that brought the replica to w_t
+    rel_error: float       # ||w_t - w*|| / ||w*|| of this replica (NaN: w* unknown)
+    rel_change: float      # ||w_t - w_{t-1}|| / ||w_{t-1}|| (NaN: no previous w)
+    received_bytes: int    # bytes that reached this worker from elsewhere this round
+    recovered: bool        # the replica was rebuilt from recovery data this round
+
+    def pack(self) -> bytes:
+        """The 49-byte wire form."""
+        return _STATS.pack(*self)
+
+    @classmethod
+    def unpack(cls, buf: bytes) -> "RoundStats":
+        """Inverse of :meth:`pack`."""
+        return cls(*_STATS.unpack(buf))
+
+
+_STATS = struct.Struct("<5dq?")
 
 
 class ShardWorker:
@@ -73,13 +103,14 @@ class ShardWorker:
         return self.exact.encode(self.replica())
 
     @ray.method(num_returns=2)
-    def advance(self, round_: tuple, *payload: bytes) -> tuple[bytes, dict]:
+    def advance(self, round_: tuple, *payload: bytes) -> tuple[bytes, bytes]:
         """Bring the replica to ``w_t`` (see module doc), then evaluate and encode.
 
         ``round_`` is ``(t, kind, step_size, recovery)``, one argument rather than four
         because Ray serializes each call argument separately (about 20 us apiece on
         the driver, every worker, every round). ``payload`` holds the message(s) of
-        ``kind``; refs among them are resolved by Ray before the call.
+        ``kind``; refs among them are resolved by Ray before the call. Returns the
+        encoded gradient and the packed :class:`RoundStats`.
 
         ``recovery`` is None, or ``[(snapshot_kind, snapshot_refs, rounds)]`` that
         rebuilds ``w_{t-1}`` after a restart: a snapshot of ``w_c`` (``"set"`` with one
@@ -107,14 +138,13 @@ class ShardWorker:
                 w = self._apply_peers(self.w, step_size, payload)
         self.w, self.t = w, t
         decode_s = time.perf_counter() - start
-        message, stats = self._evaluate(t, previous, decode_s)
         # Bytes that reached this worker from elsewhere (its own message excluded).
         if kind in ("moment", "peers"):
-            stats["received_bytes"] = sum(len(p) for j, p in enumerate(payload) if j != self.k)
+            received = sum(len(p) for j, p in enumerate(payload) if j != self.k)
         else:
-            stats["received_bytes"] = len(payload[0])
-        stats["recovered"] = recovered
-        return message, stats
+            received = len(payload[0])
+        message, stats = self._evaluate(t, previous, decode_s, received, recovered)
+        return message, stats.pack()
 
     def _apply_peers(self, w: np.ndarray, step_size: float, messages) -> np.ndarray:
         grads = [self.codec.decode(m) for m in messages]
@@ -132,8 +162,8 @@ class ShardWorker:
             w = self._apply_peers(w, step_size, ray.get(refs))
         self.w, self.t = w, t
 
-    def _evaluate(self, t: int, previous: np.ndarray | None,
-                  decode_s: float) -> tuple[bytes, dict]:
+    def _evaluate(self, t: int, previous: np.ndarray | None, decode_s: float,
+                  received: int, recovered: bool) -> tuple[bytes, RoundStats]:
         t0 = time.perf_counter()
         idx = algorithm.batch_indices(self.plan.seed, t, self.k, len(self.y),
                                       self.plan.batch_rows[self.k])
@@ -141,12 +171,13 @@ class ShardWorker:
         t1 = time.perf_counter()
         message = algorithm.encode_gradient(self.codec, g, self.plan.seed, t, self.k)
         t2 = time.perf_counter()
-        stats = {"loss": loss, "compute_s": t1 - t0, "encode_s": t2 - t1 + decode_s,
-                 "message_bytes": len(message),
-                 "rel_error": (relative_error(self.w, self.w_star)
-                               if self.w_star is not None else float("nan")),
-                 "rel_change": (algorithm.relative_change(self.w, previous)
-                                if previous is not None else float("nan"))}
+        stats = RoundStats(
+            loss=loss, compute_s=t1 - t0, encode_s=t2 - t1 + decode_s,
+            rel_error=(relative_error(self.w, self.w_star)
+                       if self.w_star is not None else float("nan")),
+            rel_change=(algorithm.relative_change(self.w, previous)
+                        if previous is not None else float("nan")),
+            received_bytes=received, recovered=recovered)
         return message, stats
 
 
