@@ -279,6 +279,19 @@ def test_values_beyond_the_format_range_raise(name, value):
             codec.encode(v)
 
 
+@pytest.mark.parametrize("name, limit", [("fp16", 65520.0), ("fp32", 3.4028235677973366e38)])
+def test_overflow_threshold_is_exact(name, limit):
+    """Exactly the values that round to inf are refused; just below rounds to the max."""
+    codec = get_codec(name)
+    below = np.nextafter(limit, 0.0)
+    top = float(np.finfo(codec._dtype).max)
+    np.testing.assert_array_equal(codec.decode(codec.encode(np.array([below, -below]))),
+                                  [top, -top])
+    for value in (limit, -limit):
+        with pytest.raises(ValueError, match="beyond"):
+            codec.encode(np.array([value]))
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_input_raises(name, bad):
@@ -907,3 +920,91 @@ def test_max_dim_rejects_large_announced_vectors_before_allocating():
             c.decode(msg, max_dim=99)
         with pytest.raises(ValueError, match="max_dim"):
             c.decode(msg, max_dim=0)
+
+
+# --------------------------------------------------------------------------- bit coding
+def gamma_bits(n: int) -> str:
+    """Elias gamma, written out the textbook way."""
+    b = bin(n)[2:]
+    return "0" * (len(b) - 1) + b
+
+
+def delta_bits(n: int) -> str:
+    b = bin(n)[2:]
+    return gamma_bits(len(b)) + b[1:]
+
+
+def omega_bits(n: int) -> str:
+    out = "0"
+    while n > 1:
+        b = bin(n)[2:]
+        out = b + out
+        n = len(b) - 1
+    return out
+
+
+def test_elias_code_lengths_match_the_textbook_codes():
+    from ray_relu.codecs.bitcoding import bit_length, delta_length, gamma_length, omega_length
+    ns = np.array(sorted({*range(1, 300), *(2 ** k + j for k in range(9, 40) for j in (-1, 0, 1))}))
+    assert list(bit_length(ns)) == [int(n).bit_length() for n in ns]
+    assert list(gamma_length(ns)) == [len(gamma_bits(int(n))) for n in ns]
+    assert list(delta_length(ns)) == [len(delta_bits(int(n))) for n in ns]
+    assert list(omega_length(ns)) == [len(omega_bits(int(n))) for n in ns]
+
+
+@pytest.mark.parametrize("levels, d, gap_code", [(1, 5000, 1), (16, 300, 3)])
+def test_elias_stream_is_the_textbook_code_regrouped(levels, d, gap_code):
+    """The sparse body's bits are exactly the gamma/delta codewords, split in sections."""
+    codec = QSGD(levels=levels, coding="elias")
+    v = sample_vector(d, seed=9)
+    msg = codec.encode(v, rng=np.random.default_rng(4))
+    _, levels = codec.quantize(v, rng=np.random.default_rng(4))
+    idx = np.flatnonzero(levels)
+    gaps = np.diff(idx, prepend=-1)
+    assert msg[30] == gap_code                  # 1: delta-coded gaps, 3: gamma-coded
+    gamma_gaps = msg[30] == 3
+    gap_words = [gamma_bits(int(g)) if gamma_gaps else delta_bits(int(g)) for g in gaps]
+    level_words = [gamma_bits(int(abs(l))) for l in levels[idx]]
+    words = []                            # the 2k gamma codewords, in order
+    for g, gw, lw in zip(gaps, gap_words, level_words):
+        words += [gw if gamma_gaps else gamma_bits(int(g).bit_length()), lw]
+    unary = "".join(w[:len(w) // 2 + 1] for w in words)
+    tails = "".join(w[len(w) // 2 + 1:] for w in words)
+    signs = "".join("1" if l < 0 else "0" for l in levels[idx])
+    lows = "" if gamma_gaps else "".join(bin(int(g))[3:] for g in gaps)
+    stream = unary + tails + signs + lows
+    assert len(stream) == sum(map(len, gap_words)) + sum(map(len, level_words)) + len(signs)
+    body = msg[HEADER_SIZE + 4:]
+    assert struct.unpack_from("<I", body)[0] == idx.size
+    bits = "".join(f"{b:08b}" for b in body[4:])
+    assert bits == stream + "0" * (-len(stream) % 8)
+
+
+def test_field_packing_round_trips():
+    from ray_relu.codecs.bitcoding import (MAX_FIELD_BITS, pack_fields, pack_fixed,
+                                           unpack_fields, unpack_fixed)
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 5, 64, 1000, 70000):
+        widths = rng.integers(0, MAX_FIELD_BITS + 1, n)
+        widths[rng.random(n) < 0.3] = 0
+        values = rng.integers(0, 2 ** 62, n) & ((1 << widths) - 1)
+        data, total = pack_fields((values, widths))
+        assert total == widths.sum() and data.size == -(-total // 8)
+        expected = "".join(format(int(v), f"0{w}b") if w else "" for v, w in zip(values, widths))
+        if n <= 1000:
+            bits = "".join(f"{b:08b}" for b in data.tobytes())
+            assert bits == expected + "0" * (-len(expected) % 8)
+        starts = np.cumsum(widths) - widths
+        np.testing.assert_array_equal(unpack_fields(data, starts, widths), values)
+    for width in range(1, 33):
+        for n in (1, 7, 8, 9, 1001):
+            codes = rng.integers(0, 2 ** width, n, dtype=np.uint64)
+            typed = codes.astype(np.uint8 if width <= 8 else np.uint16 if width <= 16
+                                 else np.uint32)
+            data = pack_fixed(typed, width)
+            assert len(data) == -(-n * width // 8)
+            expected = "".join(format(int(c), f"0{width}b") for c in codes)
+            bits = "".join(f"{b:08b}" for b in data)
+            assert bits == expected + "0" * (-len(expected) % 8)
+            out = unpack_fixed(np.frombuffer(data, dtype=np.uint8), n, width)
+            np.testing.assert_array_equal(out.astype(np.uint64), codes)

@@ -17,9 +17,10 @@ class RawFloatCodec(Codec):
     def encode(self, vec: np.ndarray, *, rng: np.random.Generator | None = None) -> bytes:
         """Cast ``vec`` to this codec's float type; ``rng`` is ignored (exact codec)."""
         arr = check_vector(vec)
-        with np.errstate(over="ignore"):          # overflow is reported just below
-            cast = arr.astype(self._dtype.newbyteorder("<"), copy=False)
-        if not np.isfinite(cast).all():       # one pass catches NaN/inf input and overflow
+        limit = _overflow_limit(self._dtype)
+        # one cheap check of the input: NaN fails both comparisons, inf and values that
+        # would round to inf in the narrower type fail one
+        if not (float(arr.min()) > -limit and float(arr.max()) < limit):
             if not np.isfinite(arr).all():
                 raise non_finite_error("vec", arr)
             peak = float(np.max(np.abs(arr)))
@@ -27,7 +28,7 @@ class RawFloatCodec(Codec):
                              f"{self._dtype.name} range (max "
                              f"{float(np.finfo(self._dtype).max):.6g}); allowed: values "
                              f"that round to a finite {self._dtype.name}")
-        payload = cast.tobytes()
+        payload = arr.astype(self._dtype.newbyteorder("<"), copy=False).tobytes()
         header = Header(self.codec_id, arr.size, 0, 0, "none", "raw", len(payload))
         return header.pack() + payload
 
@@ -50,3 +51,13 @@ class RawFloatCodec(Codec):
         if not np.isfinite(out).all():        # the encoder never writes NaN or inf
             raise CodecError(f"{self.codec_id} payload holds NaN or inf values")
         return out
+
+
+def _overflow_limit(dtype: np.dtype) -> float:
+    """Smallest magnitude that rounds to inf when cast to ``dtype`` (round to nearest):
+    the largest finite value plus half a unit in its last place."""
+    if dtype == np.float64:
+        return float("inf")
+    top = np.finfo(dtype).max
+    below = np.nextafter(top, dtype.type(0))
+    return float(top) + (float(top) - float(below)) / 2

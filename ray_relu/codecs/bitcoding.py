@@ -152,19 +152,19 @@ def unpack_fields(data: np.ndarray, starts: np.ndarray, widths: np.ndarray) -> n
     ``starts`` of the byte stream ``data``; as int64. Every field must lie inside
     ``data`` (the caller checks the stream is long enough)."""
     widths = np.asarray(widths, dtype=np.int64)
-    out = np.zeros(widths.size, dtype=np.int64)
-    live = np.flatnonzero(widths != 0)
-    if live.size == 0:
-        return out
+    starts = np.asarray(starts, dtype=np.int64)
+    out = np.empty(widths.size, dtype=np.int64)
     padded = np.zeros(data.size + 8, dtype=np.uint8)
     padded[:data.size] = data
-    # every big-endian 8-byte window of the stream, one per byte offset (a strided view)
-    windows = np.ndarray((data.size + 1,), dtype=">u8", buffer=padded, strides=(1,))
-    st = np.asarray(starts, dtype=np.int64)[live]
-    word = windows[st >> 3].astype(_U64)
-    word <<= (st & 7).view(_U64)
-    word >>= (64 - widths[live]).view(_U64)
-    out[live] = word.view(np.int64)
+    # every 8-byte window of the stream, one per byte offset (an overlapping view)
+    windows = np.ndarray((data.size + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    one = _U64(1)
+    for lo in range(0, widths.size, CHUNK):
+        w, st = widths[lo:lo + CHUNK], starts[lo:lo + CHUNK]
+        word = windows[st >> 3].byteswap()            # big-endian: first bit on top
+        word >>= (64 - w - (st & 7)).view(_U64)       # field at the bottom (0..64)
+        word &= np.left_shift(one, w.view(_U64)) - one
+        out[lo:lo + CHUNK] = word.view(np.int64)
     return out
 
 
@@ -211,8 +211,11 @@ def _group_bytes(codes: np.ndarray, width: int) -> np.ndarray:
     """Pack groups of 8 codes (8*width bits = width bytes each), width <= 16."""
     n8 = -(-codes.size // 8)
     if width <= 8:
-        c = np.zeros(n8 * 8, dtype=np.uint8)
-        c[:codes.size] = codes
+        if codes.dtype == np.uint8 and codes.size % 8 == 0 and codes.flags.c_contiguous:
+            c = codes
+        else:
+            c = np.zeros(n8 * 8, dtype=np.uint8)
+            c[:codes.size] = codes
         x = _compact(c.view(">u8").astype(np.uint64), 8, width)
         return x.astype(">u8").view(np.uint8).reshape(n8, 8)[:, 8 - width:]
     c = np.zeros(n8 * 8, dtype=">u2")           # big-endian lanes, first code on top
@@ -230,33 +233,35 @@ def _group_bytes(codes: np.ndarray, width: int) -> np.ndarray:
 
 
 def _group_codes(data: np.ndarray, count: int, width: int) -> np.ndarray:
-    """Inverse of :func:`_group_bytes`: ``count`` codes as uint8 or uint16."""
+    """Inverse of :func:`_group_bytes`: ``count`` codes as uint8 or uint16.
+
+    Each group of 8 codes is ``width`` bytes; strided big-endian 8-byte windows over
+    the (padded) stream load every group's bytes in one gather.
+    """
     n8 = -(-count // 8)
-    nbytes = 8 if width <= 8 else 16
-    buf = np.zeros((n8, nbytes), dtype=np.uint8)
-    flat = data.reshape(-1)
-    full = flat.size // width
-    buf[:full, nbytes - width:] = flat[:full * width].reshape(full, width)
-    if full < n8:                                # last partial group, zero padded
-        buf[full, nbytes - width:nbytes - width + flat.size - full * width] = \
-            flat[full * width:]
+    padded = np.zeros(n8 * width + 8, dtype=np.uint8)
+    padded[:data.size] = data
+
+    def window(offset: int) -> np.ndarray:
+        return np.ndarray((n8,), dtype=">u8", buffer=padded, offset=offset,
+                          strides=(width,)).astype(np.uint64)
+
     if width <= 8:
-        x = _expand(buf.view(">u8")[:, 0].astype(np.uint64), 8, width)
-        return x.astype(">u8").view(np.uint8)[:count]
-    else:
-        words = buf.view(">u8")
-        hi = words[:, 0].astype(np.uint64)
-        lo = words[:, 1].astype(np.uint64)
-        half = 4 * width
-        if half < 64:
-            lo_part = lo & np.uint64((1 << half) - 1)
-            hi = (hi << np.uint64(64 - half)) | (lo >> np.uint64(half))
-            lo = lo_part
-        x = np.empty((n8, 2), dtype=np.uint64)
-        x[:, 0] = hi
-        x[:, 1] = lo
-        codes = _expand(x.reshape(-1), 16, width).astype(">u8").view(">u2")
-        return codes[:count].astype(np.uint16)
+        x = window(0) >> np.uint64(8 * (8 - width))     # the group, right-aligned
+        return _expand(x, 8, width).astype(">u8").view(np.uint8)[:count]
+    # a group is a 128-bit number hi * 2**64 + lo
+    hi = window(0) >> np.uint64(8 * (16 - width))
+    lo = window(width - 8)
+    half = 4 * width                             # as two 4-code halves in 64-bit lanes
+    if half < 64:
+        lo_part = lo & np.uint64((1 << half) - 1)
+        hi = (hi << np.uint64(64 - half)) | (lo >> np.uint64(half))
+        lo = lo_part
+    x = np.empty((n8, 2), dtype=np.uint64)
+    x[:, 0] = hi
+    x[:, 1] = lo
+    codes = _expand(x.reshape(-1), 16, width).astype(">u8").view(">u2")
+    return codes[:count].astype(np.uint16)
 
 
 def pack_fixed(codes: np.ndarray, width: int) -> bytes:
@@ -267,7 +272,8 @@ def pack_fixed(codes: np.ndarray, width: int) -> bytes:
         return np.ascontiguousarray(codes, dtype=f">u{nbytes}").tobytes()
     need = -(-codes.size * width // 8)
     if width <= 16:
-        return _group_bytes(codes, width).tobytes()[:need]
+        grouped = _group_bytes(codes, width)
+        return grouped.tobytes() if grouped.size == need else grouped.tobytes()[:need]
     words = np.ascontiguousarray(codes, dtype=f">u{nbytes}")
     bits = np.unpackbits(words.view(np.uint8).reshape(-1, nbytes), axis=1)
     return np.packbits(bits[:, 8 * nbytes - width:]).tobytes()

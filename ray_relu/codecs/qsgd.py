@@ -69,6 +69,7 @@ _SMALL_SUMSQ, _LARGE_SUMSQ = 2.0 ** -900, 2.0 ** 900
 # Below this largest bucket scale, level values are computed 2**600 larger and scaled
 # back at the end (see QSGD._steps).
 _TINY_SCALE, _TINY_SHIFT = 2.0 ** -900, 600
+_QCHUNK = 1 << 15                 # coordinates per step of the quantizer's inner loop
 # K = floor(log2 n) of the small numbers n = L + 1 <= 32 coded by gamma for the gaps
 _SMALL_UNARY = np.array([0] + [n.bit_length() - 1 for n in range(1, 33)], dtype=np.int8)
 
@@ -188,12 +189,14 @@ class QSGD(Codec):
                              f"maximum; allowed: norms below about 1.7e308")
         return f32, exponent
 
-    def _levels(self, v: np.ndarray, rng: np.random.Generator
-                ) -> tuple[np.ndarray, int, np.ndarray]:
-        """(float32 scales, exponent, signed levels ``floor(s v / c + u)`` as float64).
+    def _levels(self, v: np.ndarray, rng: np.random.Generator, nonzero: bool = False
+                ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray | None]:
+        """(float32 scales, exponent, signed levels ``floor(s v / c + u)`` as float64,
+        and with ``nonzero`` the positions of the nonzero levels).
 
         The levels are in ``-s-1..s+1``: ``s + 1`` (or ``-s-1``) only when ``|x| = s``
         up to rounding and ``u`` within ``2**-52`` of 1; callers clamp them to ``-s..s``.
+        The uniforms are drawn in order, ``rng.random(d)`` in slices.
         """
         x = np.array(v, dtype=np.float64)            # a copy we may overwrite
         f32, exponent = self._scales(x)
@@ -201,14 +204,30 @@ class QSGD(Codec):
         with np.errstate(divide="ignore", over="ignore"):
             per = np.where(f32 > 0, s / np.where(f32 > 0, f32, 1).astype(np.float64), 0.0)
             factor = per * 2.0 ** -exponent
-        if np.isfinite(factor).all():
-            self._per_bucket(x, factor)              # x = s v / c
-        else:                                        # tiny scales: two exact-enough steps
+        scalar = None
+        if not np.isfinite(factor).all():            # tiny scales: two exact-enough steps
             x *= 2.0 ** -exponent
             self._per_bucket(x, per)
-        x += rng.random(x.size)
-        np.floor(x, out=x)
-        return f32, exponent, x
+        elif factor.size == 1:
+            scalar = factor[0]                       # applied chunk by chunk below
+        else:
+            self._per_bucket(x, factor)              # x = s v / c
+        # Chunks that stay in cache: multiply, add the uniforms, floor, test for zero in
+        # one visit instead of a pass over memory for each step.
+        d = x.size
+        buf = np.empty(min(d, _QCHUNK))
+        mask = np.empty(d, dtype=bool) if nonzero else None
+        for lo in range(0, d, _QCHUNK):
+            chunk = x[lo:lo + _QCHUNK]
+            if scalar is not None:
+                chunk *= scalar
+            u = buf[:chunk.size]
+            rng.random(out=u)
+            chunk += u
+            np.floor(chunk, out=chunk)
+            if mask is not None:
+                np.not_equal(chunk, 0, out=mask[lo:lo + _QCHUNK])
+        return f32, exponent, x, None if mask is None else np.flatnonzero(mask)
 
     def quantize(self, vec: np.ndarray, rng: np.random.Generator | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -219,7 +238,7 @@ class QSGD(Codec):
         returns for a generator in the same state.
         """
         v = check_vector(vec)
-        f32, exponent, x = self._levels(v, self._rng if rng is None else rng)
+        f32, exponent, x, _ = self._levels(v, self._rng if rng is None else rng)
         np.clip(x, -self.levels, self.levels, out=x)
         return _full_scales(f32, exponent), x.astype(np.int32)
 
@@ -255,10 +274,10 @@ class QSGD(Codec):
         """Quantize and bit-code ``vec`` (1-D, finite); see the module docstring."""
         v = check_vector(vec)
         d = v.size
-        f32, exponent, x = self._levels(v, self._rng if rng is None else rng)
         coding = self.coding
+        f32, exponent, x, idx = self._levels(v, self._rng if rng is None else rng,
+                                             nonzero=coding != "dense")
         if coding != "dense":
-            idx = np.flatnonzero(x != 0)
             sparse = _SparseFields(idx, x[idx], self.levels)
             if coding == "auto":
                 dense_bytes = -(-d * self.dense_width // 8)
@@ -277,9 +296,13 @@ class QSGD(Codec):
         width, s = self.dense_width, self.levels
         signed_type, code_type = _dense_types(s)
         levels = x.astype(signed_type)
-        np.clip(levels, -s, s, out=levels)             # a rare +-(s + 1)
-        codes = np.abs(levels).astype(code_type)       # |level| < 2**(width - 1)
-        codes |= (levels < 0).view(np.uint8).astype(code_type) << code_type(width - 1)
+        if levels.min() < -s or levels.max() > s:      # a rare +-(s + 1)
+            np.clip(levels, -s, s, out=levels)
+        mags = np.abs(levels)                          # |level| < 2**(width - 1)
+        codes = (mags.view(code_type) if mags.itemsize == np.dtype(code_type).itemsize
+                 else mags.astype(code_type))
+        codes |= (levels < 0).view(np.uint8).astype(code_type, copy=False) \
+            << code_type(width - 1)
         return pack_fixed(codes, width)
 
     # -- decoding -------------------------------------------------------------------
@@ -344,7 +367,7 @@ class QSGD(Codec):
         negative = codes >> code_type(width - 1)       # 0 or 1
         if mags.max() > s:
             raise CodecError(f"level {int(mags.max())} exceeds levels={s}")
-        if (negative & (mags == 0)).any():
+        if (codes == code_type(1 << (width - 1))).any():
             raise CodecError("dense qsgd body holds a negative zero level")
         signed_view = mags.dtype.str.replace("u", "i")  # |level| < 2**(bits - 1)
         levels = mags.view(signed_view) * (1 - 2 * negative.view(signed_view))
