@@ -22,6 +22,12 @@ round trip, aggregation and bookkeeping. Three candidates per (K, mode), K = 1, 
   way ``fit`` passes them; a refs list fetched with ``ray.get`` inside the actor is
   slower, so the reference is the stricter one), decodes them in order and steps
   its replica; the driver waits for the K new messages.
+- **shaped**: the bare loop with fit's call shape: the same round-tuple first
+  argument and a second return of a packed 49-byte ``RoundStats``, the K stats (and,
+  master, the K messages) fetched with one ``ray.get``. fit - shaped is what the
+  engine's own Python costs per round (worker: decode, gradient, encode, stats;
+  driver: decode, average, step, history row); shaped - bare is Ray's price for the
+  second return object per worker.
 - **compiled**: the same actors in a Ray Compiled Graph (``ray.dag.InputNode`` /
   ``MultiOutputNode``, ``experimental_compile()``). master: ``execute(w)`` -> K
   messages; all-to-all: one ``execute`` runs gradient -> exchange -> apply on every
@@ -29,12 +35,13 @@ round trip, aggregation and bookkeeping. Three candidates per (K, mode), K = 1, 
   down right after it (compile time excluded): idle compiled-graph actors keep
   polling their channels and would otherwise steal CPU from the other candidates.
 
-Interleaving: bare and bare_put run inside fit's ``on_round`` callback, one iteration
-each between two rounds of the fit (timed apart from the fit's rounds), so the three
-alternate round by round and share the machine's noise. The compiled graph cannot
-join that dance (its actors poll while it exists), so it runs as a block after each
-fit; fit/compiled is therefore noisier. Each figure is the mean over the rounds after
-warm-up, median over repeats.
+Interleaving: bare, shaped and bare_put run inside fit's ``on_round`` callback, one
+iteration each between two rounds of the fit (timed apart from the fit's rounds), so
+they alternate round by round and share the machine's noise. The compiled graph
+cannot join that dance (its actors poll while it exists), so it runs as a block after
+each fit; fit/compiled is therefore noisier. Each time is the mean over the rounds
+after warm-up; the table shows medians over repeats, and ratios are medians of the
+per-repeat (paired) ratios.
 
 Goal (issue 8): ``fit / bare <= 1.3``.
 """
@@ -62,8 +69,10 @@ class EchoWorker:
     """A stand-in shard worker: returns a fixed gradient message, decodes peers'."""
 
     def __init__(self, message_bytes: int, header: int, d: int) -> None:
+        from ray_relu.worker import RoundStats
         body = np.full(d, 0.5, dtype=np.float32).tobytes()
         self.message = bytes(message_bytes - len(body)) + body
+        self.stats = RoundStats(0.0, 0.0, 0.0, 0.0, 0.0, 0, False).pack()
         self.header = header
         self.w = np.zeros(d)
 
@@ -83,6 +92,13 @@ class EchoWorker:
         """Compiled all-to-all: apply the round's K messages, return a tiny ack."""
         self.exchange(*peers)
         return 0
+
+    @ray.method(num_returns=2)
+    def shaped(self, round_: tuple, *inputs: bytes) -> tuple[bytes, bytes]:
+        """``gradient``/``exchange`` with the call shape of ``ShardWorker.advance``:
+        a round tuple argument first, a second return with the packed stats."""
+        message = self.exchange(*inputs) if round_[1] == "peers" else self.message
+        return message, self.stats
 
 
 def _message_sizes(d: int) -> tuple[int, int, int]:
@@ -106,6 +122,7 @@ class BareLoops:
         ray.get([a.gradient.remote() for a in self.actors + self.graph_actors])
         self.w = np.zeros(d)
         self.previous: list = []
+        self.previous_shaped: list = []
         self.graph = None
 
     def _compile(self):
@@ -134,6 +151,20 @@ class BareLoops:
             refs = [a.exchange.remote(*self.previous) for a in self.actors]
             ray.get(refs)
             self.previous = refs
+
+    def shaped(self) -> None:
+        """:meth:`bare` with fit's call shape (see ``EchoWorker.shaped``): the driver
+        gets the K stats (and, master, the K messages) with one ``ray.get``."""
+        if self.mode == "master":
+            pending = [a.shaped.remote((0, "set", 0.1, None), self._w_message())
+                       for a in self.actors]
+            values = ray.get([s for _, s in pending] + [m for m, _ in pending])
+            self._step(values[self.K:])
+        else:
+            pending = [a.shaped.remote((0, "peers", 0.1, None), *self.previous_shaped)
+                       for a in self.actors]
+            ray.get([s for _, s in pending])
+            self.previous_shaped = [m for m, _ in pending]
 
     def compiled(self) -> None:
         """One iteration through the compiled graph (see :meth:`compiled_seconds`)."""
@@ -168,13 +199,14 @@ def _loop_seconds(step: Callable[[], None], iterations: int, warmup: int) -> flo
     return (time.perf_counter() - start) / (iterations - warmup)
 
 
-def measure(K: int, mode: str, *, iterations: int, warmup: int, repeats: int) -> dict:
-    """Seconds per iteration of every candidate: medians over repeats of steady means."""
+def measure(K: int, mode: str, *, iterations: int, warmup: int,
+            repeats: int) -> dict[str, list[float]]:
+    """Seconds per iteration of every candidate, one steady-state mean per repeat."""
     from ray_relu import PlantedReLU
 
     problem = PlantedReLU(d=D, n=K * ROWS_PER_WORKER, seed=0)
     loops = BareLoops(K, mode)
-    between: dict[str, Callable[[], None]] = {"bare": loops.bare}
+    between: dict[str, Callable[[], None]] = {"bare": loops.bare, "shaped": loops.shaped}
     if mode == "master":
         between["bare_put"] = lambda: loops.bare(put=True)
     samples: dict[str, list[float]] = {name: [] for name in ("fit", *between, "compiled")}
@@ -188,34 +220,44 @@ def measure(K: int, mode: str, *, iterations: int, warmup: int, repeats: int) ->
             samples["compiled"].append(loops.compiled_seconds(iterations, warmup))
     finally:
         loops.close()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def summarize(mode: str, K: int, samples: dict[str, list[float]]) -> dict[str, Any]:
+    """One table row: median times, and medians of the per-repeat (paired) ratios."""
+    def ms(name: str) -> Any:
+        return 1e3 * statistics.median(samples[name]) if name in samples else "-"
+
+    def ratio(name: str) -> float:
+        return statistics.median(f / o for f, o in zip(samples["fit"], samples[name]))
+
+    return {"mode": mode, "K": K, "fit_ms": ms("fit"), "bare_ms": ms("bare"),
+            "shaped_ms": ms("shaped"), "bare_put_ms": ms("bare_put"),
+            "compiled_ms": ms("compiled"), "fit/bare": ratio("bare"),
+            "fit/shaped": ratio("shaped"), "fit/compiled": ratio("compiled"),
+            "goal_met": ratio("bare") <= GOAL}
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(__doc__.splitlines()[0], argv)
     iterations, warmup, repeats = (200, 20, 3) if args.quick else (600, 50, 7)
     start_ray()
-    rows = []
+    rows, raw = [], {}
     try:
         for mode in ("master", "all-to-all"):
             for K in (1, 2, 4):
-                t = measure(K, mode, iterations=iterations, warmup=warmup, repeats=repeats)
-                rows.append({
-                    "mode": mode, "K": K, "fit_ms": 1e3 * t["fit"],
-                    "bare_ms": 1e3 * t["bare"],
-                    "bare_put_ms": 1e3 * t["bare_put"] if "bare_put" in t else "-",
-                    "compiled_ms": 1e3 * t["compiled"],
-                    "fit/bare": t["fit"] / t["bare"],
-                    "fit/compiled": t["fit"] / t["compiled"],
-                    "goal_met": t["fit"] / t["bare"] <= GOAL})
+                samples = measure(K, mode, iterations=iterations, warmup=warmup,
+                                  repeats=repeats)
+                raw[f"{mode} K={K}"] = samples
+                rows.append(summarize(mode, K, samples))
                 print_table(rows[-1:], f"{mode} K={K}")
     finally:
         ray.shutdown()
-    print_table(rows, f"seconds per iteration, d={D}, {ROWS_PER_WORKER} rows/worker "
+    print_table(rows, f"time per iteration, d={D}, {ROWS_PER_WORKER} rows/worker "
                       f"(goal fit/bare <= {GOAL})")
     payload = {"d": D, "rows_per_worker": ROWS_PER_WORKER, "iterations": iterations,
                "warmup": warmup, "repeats": repeats, "goal_fit_over_bare": GOAL,
-               "rows": rows}
+               "rows": rows, "samples_s": raw}
     write_json("coordinator_overhead", payload, args.out)
     return payload
 
