@@ -1,6 +1,7 @@
 """The experiments package: analysis helpers, specs, runners, each experiment on tiny
 sizes, ``reproduce`` and its command line. (The claims themselves: test_science.py.)"""
 
+import inspect
 import json
 
 import matplotlib
@@ -185,9 +186,11 @@ def test_quantization_and_communication_tiny(ray_session, tmp_path):
 
 
 # -- reproduce and the command line --------------------------------------------------------
-def test_profiles_cover_every_experiment():
+def test_profiles_cover_every_experiment_with_valid_arguments():
     for name, kwargs in PROFILES.items():
         assert set(kwargs) == set(EXPERIMENTS), name
+        for experiment, arguments in kwargs.items():
+            inspect.signature(EXPERIMENTS[experiment]).bind(**arguments, seed=0)
 
 
 def test_reproduce_writes_tables_figures_and_summary(ray_session, tmp_path):

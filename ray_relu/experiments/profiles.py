@@ -22,11 +22,12 @@ PROFILES: dict[str, dict[str, dict]] = {
     },
     "quick": {
         "convergence": {"d": 200},
-        "sample_complexity": {"dims": (25, 50, 100, 200), "trials": 10, "iterations": 3000,
-                              "parallel": True},
-        "quantization": {"d": 400, "workers": 4, "iterations": 1200},
+        "sample_complexity": {"dims": (25, 50, 100, 200),
+                              "ratios": (0.5, 1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 4.0, 8.0),
+                              "trials": 8, "iterations": 2000, "parallel": True},
+        "quantization": {"d": 400, "workers": 4, "iterations": 1000, "tol": 1e-7},
         "communication": {"d": 400, "codecs": ("fp32", "qsgd:4")},
-        "noise": {"d": 100},
+        "noise": {"d": 100, "iterations": 400},
     },
     "full": {
         "convergence": {"d": 1000, "workers": 4},
