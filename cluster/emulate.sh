@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Emulated multi-node Ray cluster on one machine, brought up by the real `ray up`.
 #
-#   cluster/emulate.sh up [--nodes N] [--rate R] [--delay D] [--cpus C] [--direct]
+#   cluster/emulate.sh up [--nodes N] [--rate R] [--delay D] [--cpus C] [--head-cpus H]
+#                         [--direct]
 #                                  hosts + sshd + `ray up` of a rendered local.yaml
 #   cluster/emulate.sh down        `ray down`, `ray stop` on the workers over SSH,
 #                                  then namespaces, bridge and state removed
@@ -37,6 +38,7 @@
 # Settings (environment; `up` options win): RAY_RELU_EMU_ID (0; clusters with
 # different IDs can run side by side), RAY_RELU_EMU_NODES (3), RAY_RELU_EMU_RATE
 # (100mbit), RAY_RELU_EMU_DELAY (1ms), RAY_RELU_EMU_CPUS (2 per host),
+# RAY_RELU_EMU_HEAD_CPUS (the head's; default as the others, 0 keeps actors off it),
 # RAY_RELU_EMU_OBJECT_STORE (300000000 bytes per host), RAY_RELU_EMU_DIR
 # (/run/ray_relu_emu/<ID>), RAY_RELU_EMU_SUBNET (10.213.<ID>), RAY_RELU_EMU_PYTHON
 # (the venv's python), RAY_RELU_EMU_AUTOSCALER_V2 (0; see cluster/README.md).
@@ -65,6 +67,7 @@ else
     RATE="${RAY_RELU_EMU_RATE:-100mbit}"
     DELAY="${RAY_RELU_EMU_DELAY:-1ms}"
     NUM_CPUS="${RAY_RELU_EMU_CPUS:-2}"
+    HEAD_CPUS="${RAY_RELU_EMU_HEAD_CPUS:-}"   # empty: as many as the other hosts
     OBJECT_STORE_BYTES="${RAY_RELU_EMU_OBJECT_STORE:-300000000}"
     PY="${RAY_RELU_EMU_PYTHON:-$REPO/.venv/bin/python}"
 fi
@@ -90,6 +93,7 @@ SUBNET=$SUBNET
 RATE=$RATE
 DELAY=$DELAY
 NUM_CPUS=$NUM_CPUS
+HEAD_CPUS=$HEAD_CPUS
 OBJECT_STORE_BYTES=$OBJECT_STORE_BYTES
 PY=$PY
 EOF
@@ -99,6 +103,7 @@ check_settings() {
     [[ "$NODES" =~ ^[0-9]+$ && "$NODES" -ge 1 && "$NODES" -le 32 ]] \
         || die "nodes must be 1..32, got '$NODES'"
     [[ "$NUM_CPUS" =~ ^[0-9]+$ && "$NUM_CPUS" -ge 1 ]] || die "cpus must be >= 1, got '$NUM_CPUS'"
+    [[ "$HEAD_CPUS" =~ ^[0-9]+$ ]] || die "head cpus must be >= 0, got '$HEAD_CPUS'"
     [[ "$OBJECT_STORE_BYTES" =~ ^[0-9]+$ ]] || die "object store bytes must be an integer"
     [[ "$SUBNET" =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] \
         || die "subnet must be three octets like 10.213.0, got '$SUBNET'"
@@ -300,6 +305,7 @@ src, dst = sys.argv[1], sys.argv[2]
 text = string.Template(open(src).read()).substitute(
     CLUSTER_NAME="$CLUSTER_NAME", HEAD_IP="$(head_ip)", WORKER_IPS="$workers",
     NUM_WORKERS="$((NODES - 1))", EMU_DIR="$EMU_DIR", NUM_CPUS="$NUM_CPUS",
+    HEAD_CPUS="$HEAD_CPUS",
     OBJECT_STORE_BYTES="$OBJECT_STORE_BYTES")
 open(dst, "w").write(text)
 EOF
@@ -356,7 +362,7 @@ direct_start() { # ray start in each host over SSH, without ray up (debugging th
     for ((i = 0; i < NODES; i++)); do
         ssh_node "$i" "source ~/.bashrc; mkdir -p ~/.ray ~/site && cp $EMU_DIR/client/auth_token ~/.ray/auth_token && python -m pip install -q --no-deps --no-index --target ~/site $EMU_DIR/wheelhouse/ray_relu-*.whl"
     done
-    ssh_node 0 "source ~/.bashrc; $env ray start --head --port=$GCS_PORT --node-ip-address=$(head_ip) --dashboard-host=0.0.0.0 --num-cpus=$NUM_CPUS --object-store-memory=$OBJECT_STORE_BYTES" >/dev/null
+    ssh_node 0 "source ~/.bashrc; $env ray start --head --port=$GCS_PORT --node-ip-address=$(head_ip) --dashboard-host=0.0.0.0 --num-cpus=$HEAD_CPUS --object-store-memory=$OBJECT_STORE_BYTES" >/dev/null
     HEAD_S=$(since "$t0")
     for ((i = 1; i < NODES; i++)); do
         ssh_node "$i" "source ~/.bashrc; $env ray start --address=$(head_ip):$GCS_PORT --node-ip-address=$(node_ip "$i") --num-cpus=$NUM_CPUS --object-store-memory=$OBJECT_STORE_BYTES" >/dev/null
@@ -372,7 +378,7 @@ write_cluster_json() { # what the Python helper (ray_relu.emulated) reads
  "client_address": "ray://$(head_ip):$CLIENT_PORT", "gcs_address": "$(head_ip):$GCS_PORT",
  "auth_token_path": "$EMU_DIR/client/auth_token", "emu_dir": "$EMU_DIR",
  "rate": "$RATE", "delay": "$DELAY", "shaping": "$(cat "$EMU_DIR/shaping")",
- "cpus_per_node": $NUM_CPUS, "launcher": "$LAUNCHER",
+ "cpus_per_node": $NUM_CPUS, "head_cpus": $HEAD_CPUS, "launcher": "$LAUNCHER",
  "seconds": {"hosts": $HOSTS_S, "head": $HEAD_S, "all_nodes": $ALL_S, "total": $TOTAL_S}}
 EOF
 }
@@ -409,10 +415,12 @@ cmd_up() {
             --rate) RATE=$2; shift 2 ;;
             --delay) DELAY=$2; shift 2 ;;
             --cpus) NUM_CPUS=$2; shift 2 ;;
+            --head-cpus) HEAD_CPUS=$2; shift 2 ;;
             --direct) LAUNCHER="ray start over ssh (--direct)"; shift ;;
             *) die "unknown option for up: $1 (see $0 --help)" ;;
         esac
     done
+    HEAD_CPUS=${HEAD_CPUS:-$NUM_CPUS}
     [ -f "$STATE" ] && die "cluster $ID is already up (or left over in $EMU_DIR): run '$0 down' first"
     check_settings
     require_root
@@ -568,7 +576,7 @@ EOF
 require_up() { [ -f "$EMU_DIR/cluster.json" ] || die "cluster $ID is not up: run '$0 up' first"; }
 
 usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 case "${1:-}" in

@@ -74,6 +74,9 @@ class EmulatedCluster:
         delay needs the kernel's sch_netem; without it only the rate is applied and
         :attr:`info` ``["shaping"]`` says so.
     cpus_per_node : the CPU resource each Ray node advertises.
+    head_cpus : the head's CPU resource (None: ``cpus_per_node``). 0 keeps shard actors
+        off the head, as ``cluster/aws.yaml`` does: the driver's node then holds no
+        worker, and every worker's traffic crosses a link.
     cluster_id : 0..250; clusters with different ids can run side by side (own
         bridge, subnet ``10.213.<id>.0/24``, namespaces and state directory).
     direct : start Ray with ``ray start`` over SSH instead of ``ray up`` (debugging).
@@ -81,7 +84,8 @@ class EmulatedCluster:
     """
 
     def __init__(self, nodes: int = 3, *, rate: str = "100mbit", delay: str = "1ms",
-                 cpus_per_node: int = 2, cluster_id: int = 0, direct: bool = False,
+                 cpus_per_node: int = 2, head_cpus: int | None = None,
+                 cluster_id: int = 0, direct: bool = False,
                  object_store_bytes: int | None = None,
                  script: str | os.PathLike | None = None) -> None:
         from .cluster_check import emulate_script
@@ -91,6 +95,7 @@ class EmulatedCluster:
             raise ValueError(f"cluster_id must be an integer in 0..250, got {cluster_id!r}")
         self.nodes, self.rate, self.delay = nodes, rate, delay
         self.cpus_per_node, self.cluster_id, self.direct = cpus_per_node, cluster_id, direct
+        self.head_cpus = head_cpus
         self.object_store_bytes = object_store_bytes
         self.script = Path(script) if script is not None else emulate_script()
         self._info: dict | None = None
@@ -116,6 +121,8 @@ class EmulatedCluster:
         """
         args = ["up", "--nodes", str(self.nodes), "--rate", self.rate, "--delay",
                 self.delay, "--cpus", str(self.cpus_per_node)]
+        if self.head_cpus is not None:
+            args += ["--head-cpus", str(self.head_cpus)]
         if self.direct:
             args.append("--direct")
         self.up_log = self._run(*args, timeout=timeout).stderr

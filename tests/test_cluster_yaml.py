@@ -50,11 +50,11 @@ def render_template(nodes: int = 3) -> str:
     template = string.Template(TEMPLATE.read_text())
     assert set(template.get_identifiers()) == {
         "CLUSTER_NAME", "HEAD_IP", "WORKER_IPS", "NUM_WORKERS", "EMU_DIR", "NUM_CPUS",
-        "OBJECT_STORE_BYTES"}
+        "HEAD_CPUS", "OBJECT_STORE_BYTES"}
     workers = ", ".join(f"10.213.0.{11 + i}" for i in range(nodes - 1))
     return template.substitute(CLUSTER_NAME="ray-relu-emu0", HEAD_IP="10.213.0.10",
                                WORKER_IPS=workers, NUM_WORKERS=str(nodes - 1),
-                               EMU_DIR="/run/ray_relu_emu/0", NUM_CPUS="2",
+                               EMU_DIR="/run/ray_relu_emu/0", NUM_CPUS="2", HEAD_CPUS="0",
                                OBJECT_STORE_BYTES="300000000")
 
 
