@@ -421,7 +421,7 @@ cmd_up() {
         esac
     done
     HEAD_CPUS=${HEAD_CPUS:-$NUM_CPUS}
-    [ -f "$STATE" ] && die "cluster $ID is already up (or left over in $EMU_DIR): run '$0 down' first"
+    [ -e "$EMU_DIR" ] && die "cluster $ID is already up (or left over in $EMU_DIR): run '$0 down' first"
     check_settings
     require_root
     if ip link show "$BRIDGE" >/dev/null 2>&1; then
@@ -448,7 +448,8 @@ cmd_up() {
     UP_DONE=1
     trap - EXIT INT TERM
     log "cluster $ID up in $TOTAL_S s: jobs and dashboard at http://$(head_ip):$DASHBOARD_PORT (token auth on)"
-    log "  e.g. $0 submit -- ray-relu fit --workers $NODES --placement spread --address auto"
+    local k=$NODES; [ "$HEAD_CPUS" -eq 0 ] && k=$((NODES - 1))
+    log "  e.g. $0 submit -- ray-relu fit --workers $k --placement spread --address auto"
 }
 
 stop_hosts() {
