@@ -4,8 +4,9 @@ For d in {1e2, ..., 1e6} and s in {1, 2, 4, 16, sqrt(d), 255} a standard normal
 vector (seeded) is encoded a few times with the Elias and with the dense coding; the
 table gives the mean bits per coordinate of
 
-* ``elias payload``: what the QSGD paper counts (the 32-bit scale and the bit stream)
-  plus our 32-bit count of nonzeros, i.e. the message without its 41-byte header;
+* ``elias payload``: what the QSGD paper counts, the 32-bit scale and the bit stream
+  (which opens with the number of nonzeros, Elias-coded), i.e. the message without
+  its 41-byte header;
 * ``elias msg`` / ``dense msg``: whole messages, header included;
 * ``bound``: Theorem 3.2 of Alistarh et al. (2017) with the o(1) term dropped,
   ``(3 + 3/2 log2(2(s^2 + d) / (s(s + sqrt d)))) s(s + sqrt d) + 32`` bits, whose

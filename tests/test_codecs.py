@@ -485,8 +485,7 @@ def test_elias_bits_within_the_paper_bound(d):
     for s in sorted({1, 2, 4, 16, int(math.isqrt(d))}):
         _, sizes = draw(QSGD(levels=s, coding="elias"), v, 20, seed=s)
         payload_bits = 8 * (sizes - HEADER_SIZE)            # the scale, count and stream
-        # the paper counts the 32-bit norm but no nonzero count: drop our 32-bit count
-        assert (payload_bits - 32).mean() <= paper_bits_bound(s, d), (s, d)
+        assert payload_bits.mean() <= paper_bits_bound(s, d), (s, d)
         fp32_bits = 8 * len(get_codec("fp32").encode(v))
         if d >= 1000:
             assert sizes.max() * 8 < fp32_bits / 8          # > 8x fewer bits than fp32
@@ -500,7 +499,7 @@ def test_sqrt_d_levels_use_under_the_papers_bits():
     v = np.random.default_rng(0).standard_normal(d)
     codec = QSGD(levels=64, coding="elias")
     _, sizes = draw(codec, v, 10, seed=0)
-    per_coord = 8 * (sizes.mean() - HEADER_SIZE - 4) / d
+    per_coord = 8 * (sizes.mean() - HEADER_SIZE) / d
     assert per_coord < 2.8
     assert codec.encode(v)[30] == 3                       # gamma-coded gaps won here
     assert per_coord < paper_bits_bound(64, d) / d / 2   # the general formula: ~9 bits
@@ -574,7 +573,7 @@ def test_zero_vector(kwargs):
         np.testing.assert_array_equal(codec.decode(msg), np.zeros(d))
         if codec.coding != "dense":
             nb = 1 if codec.bucket_size is None else -(-d // codec.bucket_size)
-            assert len(msg) <= HEADER_SIZE + 4 * nb + 4 + 1
+            assert len(msg) == HEADER_SIZE + 4 * nb + 1
     for name in ("fp64", "fp32", "fp16"):
         c = get_codec(name)
         np.testing.assert_array_equal(c.decode(c.encode(np.zeros(7))), np.zeros(7))
@@ -773,7 +772,7 @@ def test_random_payload_flips_never_crash():
 ])
 def test_hostile_qsgd_headers(fields, match):
     codec = QSGD(levels=4)
-    body = np.float32(1.0).tobytes() + struct.pack("<I", 0)
+    body = np.float32(1.0).tobytes() + b"\x80"                    # count 0: delta(1) = "1"
     params = dict(payload_len=len(body))
     params.update(fields)
     with pytest.raises(CodecError, match=match):
@@ -820,9 +819,11 @@ def test_raw_codec_headers_must_be_plain():
 
 
 def sparse_message(count: int, stream: str, d: int = 8, scale: float = 1.0) -> bytes:
-    """A qsgd (levels=4, l2, elias) message with a hand-written bit stream."""
+    """A qsgd (levels=4, l2, elias) message with a hand-written bit stream after the
+    count (written as delta(count + 1))."""
+    stream = delta_bits(count + 1) + stream
     stream = stream + "0" * (-len(stream) % 8)
-    body = (np.float32(scale).tobytes() + struct.pack("<I", count)
+    body = (np.float32(scale).tobytes()
             + bytes(int(stream[i:i + 8], 2) for i in range(0, len(stream), 8)))
     return raw_header(d=d, levels=4, norm=1, coding=1, payload_len=len(body)) + body
 
@@ -864,9 +865,15 @@ def test_hand_written_elias_streams():
     too_short = raw_header(d=8, levels=4, payload_len=3) + b"\0\0\0"
     with pytest.raises(CodecError, match="scales"):
         codec.decode(too_short)
-    no_count = raw_header(d=8, levels=4, payload_len=6) + np.float32(1).tobytes() + b"\0\0"
-    with pytest.raises(CodecError, match="count"):
-        codec.decode(no_count)
+    for bad_count in (b"", b"\0\0", b"\0" * 9, b"\x04"):   # missing, no one, too long
+        msg = raw_header(d=8, levels=4, payload_len=4 + len(bad_count)) \
+            + np.float32(1).tobytes() + bad_count
+        with pytest.raises(CodecError, match="count"):
+            codec.decode(msg)
+    np.testing.assert_array_equal(codec.decode(sparse_message(0, "")), np.zeros(8))
+    for extra in ("1", "0" * 8):                             # after an empty stream
+        with pytest.raises(CodecError, match="trailing"):
+            codec.decode(sparse_message(0, extra))
 
 
 def test_hand_written_dense_bodies():
@@ -907,7 +914,7 @@ def test_buffer_types():
 
 def test_max_dim_rejects_large_announced_vectors_before_allocating():
     codec = QSGD(levels=4)
-    body = np.float32(1.0).tobytes() + struct.pack("<I", 0)
+    body = np.float32(1.0).tobytes() + b"\x80"                    # count 0: delta(1) = "1"
     hostile = raw_header(d=MAX_DIM, payload_len=len(body)) + body     # a valid empty message
     with pytest.raises(CodecError, match="max_dim"):
         codec.decode(hostile, max_dim=10 ** 6)
@@ -972,11 +979,10 @@ def test_elias_stream_is_the_textbook_code_regrouped(levels, d, gap_code):
     tails = "".join(w[len(w) // 2 + 1:] for w in words)
     signs = "".join("1" if l < 0 else "0" for l in levels[idx])
     lows = "" if gamma_gaps else "".join(bin(int(g))[3:] for g in gaps)
-    stream = unary + tails + signs + lows
-    assert len(stream) == sum(map(len, gap_words)) + sum(map(len, level_words)) + len(signs)
-    body = msg[HEADER_SIZE + 4:]
-    assert struct.unpack_from("<I", body)[0] == idx.size
-    bits = "".join(f"{b:08b}" for b in body[4:])
+    stream = delta_bits(idx.size + 1) + unary + tails + signs + lows
+    assert len(stream) == (len(delta_bits(idx.size + 1)) + sum(map(len, gap_words))
+                           + sum(map(len, level_words)) + len(signs))
+    bits = "".join(f"{b:08b}" for b in msg[HEADER_SIZE + 4:])
     assert bits == stream + "0" * (-len(stream) % 8)
 
 

@@ -21,8 +21,8 @@ Wire payload after the common header: ``ceil(d/b)`` float32 scales, then either
 
 * **dense**: ``d`` fixed-width fields of ``1 + ceil(log2(s+1))`` bits (sign bit, then
   the level ``|l_i|``), packed MSB first;
-* **elias** (sparse): a uint32 count ``k`` of nonzeros, then a bit stream describing
-  each nonzero ``j`` by its gap ``g_j`` (distance to the previous nonzero, first one
+* **elias** (sparse): a bit stream holding the number ``k`` of nonzeros as the Elias
+  delta code of ``k + 1``, then describing each nonzero ``j`` by its gap ``g_j`` (distance to the previous nonzero, first one
   counted from position -1, so ``g_j >= 1``), its sign and its level ``|l_j| >= 1``.
   The level is written in **Elias gamma**, the gap in **Elias delta** (``gamma(L+1)``
   then the ``L`` low bits of ``g``, ``L = floor(log2 g)``; header coding ``elias``) or
@@ -51,7 +51,8 @@ import numpy as np
 
 from .._validation import check_choice, check_int
 from .base import Codec, CodecError, Header, MAX_DIM, check_vector, non_finite_error
-from .bitcoding import (CHUNK, MAX_TAIL_BITS, bit_length, new_words, or_bits, or_fields,
+from .bitcoding import (CHUNK, MAX_TAIL_BITS, bit_length, delta_length, new_words,
+                        or_bits, or_fields,
                         pack_fixed, unpack_fields, unpack_fixed, words_to_bytes)
 
 __all__ = ["QSGD"]
@@ -388,6 +389,22 @@ def _dense_types(s: int) -> tuple[type, type]:
     return np.int64, np.uint32
 
 
+def _read_count(stream: np.ndarray) -> tuple[int, int]:
+    """(k, bits used) from the Elias delta code of ``k + 1`` opening a sparse stream."""
+    nbits = 8 * stream.size
+    head = int.from_bytes(stream[:8].tobytes().ljust(8, b"\0"), "big")   # <= 43 bits used
+    unary = 64 - head.bit_length()                  # leading zeros of gamma(L + 1)
+    if unary > 5:                                   # L + 1 <= 33: k + 1 < 2**32
+        raise CodecError("sparse qsgd body does not start with a valid nonzero count")
+    length = 2 * unary + 1
+    tail = (head >> (64 - length)) - 1              # L
+    end = length + tail
+    if end > nbits or end > 64:
+        raise CodecError("sparse qsgd body too short for its nonzero count")
+    n = (1 << tail) | ((head >> (64 - end)) & ((1 << tail) - 1))
+    return n - 1, end
+
+
 def _full_scales(f32: np.ndarray, exponent: int) -> np.ndarray:
     """Exact float64 scales ``f32 * 2**exponent``."""
     return np.ldexp(f32.astype(np.float64), exponent)
@@ -436,8 +453,9 @@ class _SparseFields:
         self.gamma_gaps = gamma_bits < delta_bits
         self.coding = "elias-gamma" if self.gamma_gaps else "elias"
         self.unary_sum = gamma_unary if self.gamma_gaps else delta_unary
-        self.nbits = min(gamma_bits, delta_bits)
-        self.nbytes = 4 + -(-self.nbits // 8)
+        self.count_bits = int(delta_length(k + 1))      # the count k, as delta(k + 1)
+        self.nbits = self.count_bits + min(gamma_bits, delta_bits)
+        self.nbytes = -(-self.nbits // 8)
 
     def _chunks(self):
         return ((lo, min(lo + CHUNK, self.count)) for lo in range(0, self.count, CHUNK))
@@ -451,12 +469,17 @@ class _SparseFields:
         return mags.astype(np.int64)
 
     def to_bytes(self) -> bytes:
-        """uint32 count, then the four bit sections, zero-padded to a byte."""
+        """The count, then the four bit sections, zero-padded to a byte."""
         k = self.count
         words = new_words(self.nbits)
+        n = k + 1                                  # delta(n): gamma(L + 1), L low bits of n
+        tail = n.bit_length() - 1
+        unary = (tail + 1).bit_length() - 1
+        start = or_fields(words, np.array([1, tail + 1 - (1 << unary), n - (1 << tail)]),
+                          np.array([unary + 1, unary, tail]), 0)
         # running bit offsets of the four sections: unary parts, gamma tails, signs, gaps
-        offsets = [0, 2 * k + self.unary_sum, 2 * k + 2 * self.unary_sum,
-                   3 * k + 2 * self.unary_sum]
+        offsets = [start, start + 2 * k + self.unary_sum, start + 2 * k + 2 * self.unary_sum,
+                   start + 3 * k + 2 * self.unary_sum]
         one = np.int64(1)
         for lo, hi in self._chunks():
             gaps, levels = self._gaps(lo, hi), self._levels(lo, hi)
@@ -482,7 +505,7 @@ class _SparseFields:
             if not self.gamma_gaps:                            # ... then L low bits
                 offsets[3] = or_fields(words, gaps - (one << tail), tail, offsets[3])
         assert offsets[3] == self.nbits
-        return np.uint32(k).astype("<u4").tobytes() + words_to_bytes(words, self.nbits).tobytes()
+        return words_to_bytes(words, self.nbits).tobytes()
 
     @staticmethod
     def parse(body: np.ndarray, d: int, s: int, gamma_gaps: bool
@@ -491,23 +514,22 @@ class _SparseFields:
 
         ``gamma_gaps``: gaps in Elias gamma (coding ``elias-gamma``), else delta.
         """
-        if body.size < 4:
-            raise CodecError("sparse qsgd body too short for its nonzero count")
-        count = int(body[:4].view("<u4")[0])
-        stream = body[4:]
+        stream = body
         nbits = 8 * stream.size
-        if count > d or 3 * count > nbits:        # >= 3 bits per nonzero: check before
+        count, start = _read_count(stream)
+        if count > d or 3 * count > nbits - start:   # >= 3 bits per nonzero: check before
             raise CodecError(f"sparse qsgd body announces {count} nonzeros, impossible "
                              f"for d={d} in {nbits} bits")  # allocating anything
         if count == 0:
-            if stream.size:
-                raise CodecError(f"{stream.size} trailing bytes after an empty Elias stream")
+            if -(-start // 8) != stream.size or stream[-1] & (0xFF >> (start % 8 or 8)):
+                raise CodecError("trailing bits after an empty Elias stream")
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         bits = np.unpackbits(stream).view(bool)
-        ones = np.flatnonzero(bits)[:2 * count]
+        ones = np.flatnonzero(bits[start:])[:2 * count]
         if ones.size < 2 * count:
             raise CodecError("Elias bit stream ran out in the codeword length section")
-        k = np.diff(ones, prepend=-1) - 1
+        ones += start
+        k = np.diff(ones, prepend=start - 1) - 1
         if k.max() >= MAX_TAIL_BITS:
             raise CodecError(f"Elias codeword with {int(k.max())}-bit tail: value out of range")
         pos = int(ones[-1]) + 1
