@@ -1,0 +1,144 @@
+"""Time and bytes to rel_error 1e-6 on a bandwidth-limited cluster (issue 8, item 4).
+
+An emulated cluster (``ray_relu.emulated.EmulatedCluster``: network namespaces, the real
+``ray up``) with a head that runs the driver and no workers, and 3 worker nodes; every
+link shaped to 100 mbit and then 10 mbit, 1 ms delay. Mini-batches of 64 rows per
+worker. For fp32, fp16 and QSGD at several levels s and bucket sizes, in master and
+all-to-all mode, the driver (``benchmarks._wire_runs``, submitted with ``ray job
+submit``) fits until rel_error <= 1e-6 and reports the wall time of the rounds (actor
+start and shard generation excluded), the total bytes and per-round medians.
+
+Master mode sends the downlink with the same codec as the uplink (the master encodes
+the update, see ``fit(downlink_codec=)``), so fp32 means fp32 both ways.
+
+Goals at d = 1e4: the best QSGD setting needs >= 5x fewer total bytes than fp32 and is
+>= 2x faster at 100 mbit and >= 4x faster at 10 mbit. The table explains every time
+from the measured bytes per round and per-round times; ``against_the_wire`` compares
+each round with its physical floor.
+
+Needs root (namespaces, sshd, tc; ``bash cluster/install-deps.sh``). ``--quick``:
+d = 1e3 only, no fp16, two QSGD settings. The full profile (d = 1e3 and 1e4; d = 1e4 with n = 8d is
+6.4 GB of float64 rows, about the largest this 24 GiB machine holds next to four Ray
+nodes) takes about an hour.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import parse_args, print_table, write_json
+from benchmarks._wire_model import effective_delay, round_floor_s
+from benchmarks._wire_runs import parse_results
+
+REPO = Path(__file__).resolve().parent.parent
+WORKERS = 3
+BATCH_PER_WORKER = 64
+DELAY = "1ms"
+BENCH_CLUSTER_ID = 7    # apart from the test suite's emulated cluster (id 0)
+
+
+def configs(d: int, quick: bool) -> list[dict[str, Any]]:
+    """The (codec, options, mode) settings measured at dimension ``d``."""
+    root = int(round(math.sqrt(d)))
+    if quick:
+        qsgd = [{"levels": root}, {"levels": 4 * root}]
+    else:
+        qsgd = [{"levels": 16}, {"levels": root}, {"levels": 2 * root},
+                {"levels": 4 * root}, {"levels": 16, "bucket_size": 1024},
+                {"levels": 64, "bucket_size": 4096}]
+    out = []
+    for mode in ("master", "all-to-all"):
+        plain = [("fp32", {})] if quick else [("fp32", {}), ("fp16", {})]
+        for codec, options in plain + [("qsgd", o) for o in qsgd]:
+            label = codec + "".join(f" {k[0]}={v}" for k, v in options.items())
+            out.append({"codec": codec, "options": options, "mode": mode,
+                        "downlink": (codec if codec != "qsgd" else
+                                     {"id": "qsgd", **options}) if mode == "master" else None,
+                        "label": f"{label} {mode}"})
+    return out
+
+
+def run_on_cluster(cluster: Any, d: int, settings: list[dict], *, tol: float = 1e-6,
+                   timeout: float = 7200) -> list[dict]:
+    """Submit the fits of ``settings`` as one job; return its result rows."""
+    job = cluster.submit(["python", "-m", "benchmarks._wire_runs", "--d", str(d),
+                          "--workers", str(WORKERS), "--batch-per-worker",
+                          str(BATCH_PER_WORKER), "--tol", str(tol),
+                          "--configs", json.dumps(settings)],
+                         working_dir=REPO, timeout=timeout)
+    return parse_results(job.logs)
+
+
+def summarize(rows: list[dict], rate: str, delay: str) -> list[dict]:
+    """Add the ratios against fp32 (same d, mode, rate) and the floor of each round."""
+    out = []
+    for row in rows:
+        base = next(r for r in rows if r["mode"] == row["mode"] and r["d"] == row["d"]
+                    and r["label"].startswith("fp32"))
+        floor = round_floor_s(row, rate, delay)
+        out.append({
+            "rate": rate, "d": row["d"], "setting": row["label"],
+            "conv": row["converged"], "iters": row["iterations"],
+            "wall_s": row["wall_to_target_s"], "MB": row["total_bytes"] / 1e6,
+            "bytes_x_fp32": base["total_bytes"] / max(1, row["total_bytes"]),
+            "speed_x_fp32": base["wall_to_target_s"] / row["wall_to_target_s"],
+            "round_ms": 1e3 * row["round_s"], "wire_ms": 1e3 * floor["wire_s"],
+            "compute_ms": 1e3 * row["compute_s"], "codec_ms": 1e3 * row["encode_s"],
+            "pipe": floor["busiest_pipe"], "KB_busiest": floor["busiest_bytes"] / 1e3,
+        })
+    return out
+
+
+def best_qsgd(rows: list[dict]) -> dict | None:
+    """The converged QSGD row with the shortest wall time (ties: fewer bytes)."""
+    q = [r for r in rows if r["setting"].startswith("qsgd") and r["conv"]]
+    return min(q, key=lambda r: (r["wall_s"], r["MB"])) if q else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    from ray_relu.emulated import EmulatedCluster
+
+    dims = [1000] if args.quick else [1000, 10000]
+    rates = ["100mbit", "10mbit"]
+    table: list[dict] = []
+    raw: list[dict] = []
+    with EmulatedCluster(nodes=WORKERS + 1, rate=rates[0], delay=DELAY, cpus_per_node=1,
+                         head_cpus=0, cluster_id=BENCH_CLUSTER_ID) as cluster:
+        shaping = cluster.info["shaping"]
+        delay = effective_delay(shaping, DELAY)
+        print(f"links: {shaping}")
+        for rate in rates:
+            cluster.shape(rate, DELAY)
+            for d in dims:
+                rows = run_on_cluster(cluster, d, configs(d, args.quick))
+                raw += [{**r, "rate": rate} for r in rows]
+                summary = summarize(rows, rate, delay)
+                table += summary
+                print_table(summary, f"d={d}, {rate}, delay {delay}, K={WORKERS}, "
+                            f"{BATCH_PER_WORKER} rows/worker/round")
+    goals = []
+    for rate, speed_goal in (("100mbit", 2.0), ("10mbit", 4.0)):
+        for d in dims:
+            for mode in ("master", "all-to-all"):
+                rows = [r for r in table if r["rate"] == rate and r["d"] == d
+                        and r["setting"].endswith(mode)]
+                best = best_qsgd(rows)
+                if best is None:
+                    continue
+                goals.append({"rate": rate, "d": d, "mode": mode, "best": best["setting"],
+                              "bytes_x_fp32": best["bytes_x_fp32"], "bytes_goal": 5.0,
+                              "speed_x_fp32": best["speed_x_fp32"], "speed_goal": speed_goal})
+    print_table(goals, "best QSGD against fp32 (goals apply at d = 1e4)")
+    payload = {"quick": args.quick, "delay": delay, "shaping": shaping, "workers": WORKERS,
+               "batch_per_worker": BATCH_PER_WORKER, "rows": table, "goals": goals,
+               "raw": raw}
+    write_json("cluster_time_to_accuracy", payload, args.out)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
