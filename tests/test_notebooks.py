@@ -5,6 +5,10 @@ sizes. The kernel is a spec installed into a temporary prefix for ``sys.executab
 (the venv's python), found through ``JUPYTER_PATH``, so a ``python3`` kernel installed
 elsewhere on the machine can never be picked up. The notebooks are stored without
 outputs; a failing cell fails the test.
+
+The kernels get ``RAY_ADDRESS`` of the test session's Ray, so their ``ray.init()``
+*connects* to it (the path a cluster user takes) instead of starting three more local
+Rays, and their ``ray.shutdown()`` only disconnects.
 """
 
 import json
@@ -25,7 +29,7 @@ CELL_TIMEOUT = 240
 
 
 @pytest.fixture(scope="module")
-def kernel_env(tmp_path_factory):
+def kernel_env(tmp_path_factory, ray_session):
     """Install a kernel spec for this interpreter in a temporary prefix and point
     Jupyter (and the kernels' environment) at it; restore the environment after."""
     prefix = tmp_path_factory.mktemp("jupyter")
@@ -33,10 +37,11 @@ def kernel_env(tmp_path_factory):
     spec = json.loads((prefix / "share/jupyter/kernels" / KERNEL / "kernel.json").read_text())
     assert spec["argv"][0] == sys.executable
     saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "RAY_RELU_NOTEBOOK_SMALL",
-                                            "MPLBACKEND")}
+                                            "MPLBACKEND", "RAY_ADDRESS")}
     os.environ["JUPYTER_PATH"] = str(prefix / "share/jupyter")
     os.environ["RAY_RELU_NOTEBOOK_SMALL"] = "1"
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    os.environ["RAY_ADDRESS"] = ray_session.get_runtime_context().gcs_address
     yield
     for key, value in saved.items():
         if value is None:

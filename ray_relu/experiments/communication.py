@@ -143,11 +143,11 @@ def claim(table: pa.Table, target: float) -> str:
             continue
         base, best = rows[0], min(rows, key=lambda r: r["gradient_bytes_to_target"])
         grad = base["gradient_bytes_to_target"] / best["gradient_bytes_to_target"]
-        total = base["bytes_to_target"] / best["bytes_to_target"]
+        total = best["bytes_to_target"] / base["bytes_to_target"]
         parts.append(f"{mode} with K={K}: {best['codec']} reached {target:g} with {grad:.1f}x "
-                     f"fewer gradient bytes than {base['codec']} ({total:.1f}x fewer bytes "
-                     f"of all kinds) in {best['wall_s_to_target']:.2f} s against "
-                     f"{base['wall_s_to_target']:.2f} s")
+                     f"fewer gradient bytes than {base['codec']} (all bytes, any direction: "
+                     f"{total:.2f}x {base['codec']}'s) in {best['wall_s_to_target']:.2f} s "
+                     f"against {base['wall_s_to_target']:.2f} s")
     return "; ".join(parts) + "."
 
 

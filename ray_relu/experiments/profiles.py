@@ -10,7 +10,8 @@ from __future__ import annotations
 
 PROFILES: dict[str, dict[str, dict]] = {
     "smoke": {
-        "convergence": {"d": 50, "batch_sizes": (12, None), "tol": 1e-8},
+        "convergence": {"d": 50, "batch_sizes": (12, None), "tol": 1e-8,
+                        "engine": "reference"},
         "sample_complexity": {"dims": (20, 40), "ratios": (0.5, 1.0, 2.0, 3.0, 4.0, 8.0),
                               "trials": 3, "iterations": 1500},
         "quantization": {"d": 100, "workers": 2, "codecs": ("fp32", "qsgd:2"),
