@@ -7,7 +7,10 @@ the ``on_round`` callback, which ``fit`` calls once after every round 1..T: the 
 from one callback's return to the next callback's entry is one iteration as the
 driver sees it, everything included (submission, waiting, aggregation, the history
 row, the loop's own bookkeeping). Rounds ``1..warmup`` are dropped and the mean of
-the rest is reported.
+the rest is reported. The driver thread's CPU time over the same span
+(``time.thread_time``) is reported too: unlike wall time it hardly moves with the
+machine's load, so it shows the driver-side cost of each candidate even when other
+jobs crowd the cores.
 
 ``between`` runs other candidates *inside* the callback, one iteration each between
 two rounds of the fit, timed separately and excluded from the fit's rounds: the
@@ -39,10 +42,11 @@ def time_fit(problem: Any, *, iterations: int, warmup: int,
              between: dict[str, Callable[[], Any]] | None = None, **options: Any) -> dict:
     """Run ``fit(problem, iterations=..., tol=0, progress=False, **options)`` and time it.
 
-    Returns ``{"per_iteration_s", "compute_s", "encode_s", "comm_s", "wall_s",
-    "bytes_per_iteration"}``: the steady-state mean driver time per iteration (module
-    docstring) and the medians of the history columns over the same rounds; plus, for
-    every name in ``between``, the mean seconds of one call of that candidate.
+    Returns ``{"per_iteration_s", "per_iteration_cpu_s", "compute_s", "encode_s",
+    "comm_s", "wall_s", "bytes_per_iteration"}``: the steady-state mean driver time
+    and driver-thread CPU time per iteration (module docstring) and the medians of the
+    history columns over the same rounds; plus, for every name in ``between``, the
+    mean seconds (``name``) and driver CPU seconds (``name + "_cpu"``) of one call.
     """
     from ray_relu import fit
 
@@ -50,24 +54,34 @@ def time_fit(problem: Any, *, iterations: int, warmup: int,
         raise ValueError(f"need 1 <= warmup < iterations - 1, got warmup={warmup}, "
                          f"iterations={iterations}")
     between = between or {}
-    fit_rounds: list[float] = []     # fit_rounds[i]: round i + 2 (round 1 has no start)
-    others: dict[str, list[float]] = {name: [] for name in between}
-    resumed: list[float] = []        # when the last callback returned
+    # fit_rounds[i]: (wall, cpu) of round i + 2 (round 1 has no start)
+    fit_rounds: list[tuple[float, float]] = []
+    others: dict[str, list[tuple[float, float]]] = {name: [] for name in between}
+    resumed: list[tuple[float, float]] = []      # clocks when the last callback returned
+
+    def clocks() -> tuple[float, float]:
+        return time.perf_counter(), time.thread_time()
+
+    def since(start: tuple[float, float]) -> tuple[float, float]:
+        wall, cpu = clocks()
+        return wall - start[0], cpu - start[1]
 
     def on_round(record: Any, actors: list) -> None:
-        now = time.perf_counter()
         if resumed:
-            fit_rounds.append(now - resumed[0])
+            fit_rounds.append(since(resumed[0]))
         for name, step in between.items():
-            start = time.perf_counter()
+            start = clocks()
             step()
-            others[name].append(time.perf_counter() - start)
-        resumed[:] = [time.perf_counter()]
+            others[name].append(since(start))
+        resumed[:] = [clocks()]
 
     result = fit(problem, iterations=iterations, tol=0.0, progress=False,
                  on_round=on_round, **options)
-    out = {"per_iteration_s": float(np.mean(fit_rounds[warmup - 1:]))}
-    out.update({name: float(np.mean(times[warmup:])) for name, times in others.items()})
+    wall, cpu = np.mean(fit_rounds[warmup - 1:], axis=0)
+    out = {"per_iteration_s": float(wall), "per_iteration_cpu_s": float(cpu)}
+    for name, times in others.items():
+        wall, cpu = np.mean(times[warmup:], axis=0)
+        out[name], out[name + "_cpu"] = float(wall), float(cpu)
     rounds = result.history.slice(warmup + 1)
     for column in SPLIT:
         out[column] = float(np.median(np.asarray(rounds.column(column))))

@@ -43,6 +43,11 @@ each fit; fit/compiled is therefore noisier. Each time is the mean over the roun
 after warm-up; the table shows medians over repeats, and ratios are medians of the
 per-repeat (paired) ratios.
 
+The ``cpu_*`` columns are the driver thread's CPU time per iteration
+(``time.thread_time``) for fit, shaped and bare. Wall time on a shared 2-core machine
+swings with other jobs; CPU time hardly does, so these columns show the driver-side
+share of fit's overhead even on a crowded machine.
+
 Goal (issue 8): ``fit / bare <= 1.3``.
 """
 
@@ -209,14 +214,17 @@ def measure(K: int, mode: str, *, iterations: int, warmup: int,
     between: dict[str, Callable[[], None]] = {"bare": loops.bare, "shaped": loops.shaped}
     if mode == "master":
         between["bare_put"] = lambda: loops.bare(put=True)
-    samples: dict[str, list[float]] = {name: [] for name in ("fit", *between, "compiled")}
+    names = ("fit", *between, "compiled", "fit_cpu", *(f"{n}_cpu" for n in between))
+    samples: dict[str, list[float]] = {name: [] for name in names}
     try:
         for _ in range(repeats):
             timing = time_fit(problem, codec="fp32", workers=K, mode=mode,
                               iterations=iterations, warmup=warmup, between=between)
-            samples["fit"].append(timing["per_iteration_s"])
-            for name in between:
-                samples[name].append(timing[name])
+            timing["fit"], timing["fit_cpu"] = (timing["per_iteration_s"],
+                                                timing["per_iteration_cpu_s"])
+            for name in samples:
+                if name != "compiled":
+                    samples[name].append(timing[name])
             samples["compiled"].append(loops.compiled_seconds(iterations, warmup))
     finally:
         loops.close()
@@ -228,14 +236,19 @@ def summarize(mode: str, K: int, samples: dict[str, list[float]]) -> dict[str, A
     def ms(name: str) -> Any:
         return 1e3 * statistics.median(samples[name]) if name in samples else "-"
 
-    def ratio(name: str) -> float:
-        return statistics.median(f / o for f, o in zip(samples["fit"], samples[name]))
+    def ratio(name: str, fit: str = "fit") -> float:
+        return statistics.median(f / o for f, o in zip(samples[fit], samples[name]))
+
+    def us(name: str) -> float:
+        return 1e6 * statistics.median(samples[name])
 
     return {"mode": mode, "K": K, "fit_ms": ms("fit"), "bare_ms": ms("bare"),
             "shaped_ms": ms("shaped"), "bare_put_ms": ms("bare_put"),
             "compiled_ms": ms("compiled"), "fit/bare": ratio("bare"),
             "fit/shaped": ratio("shaped"), "fit/compiled": ratio("compiled"),
-            "goal_met": ratio("bare") <= GOAL}
+            "goal_met": ratio("bare") <= GOAL, "cpu_fit_us": us("fit_cpu"),
+            "cpu_shaped_us": us("shaped_cpu"), "cpu_bare_us": us("bare_cpu"),
+            "cpu fit/bare": ratio("bare_cpu", "fit_cpu")}
 
 
 def main(argv: list[str] | None = None) -> dict:

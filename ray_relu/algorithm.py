@@ -7,7 +7,7 @@ the same order, which is what makes their results equal to the last bit.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -66,6 +66,24 @@ def moment_start(partial_sums: Sequence[np.ndarray], n: int) -> np.ndarray:
     for part in partial_sums[1:]:
         total += part
     return (2.0 / n) * total
+
+
+def error_meter(w_star: np.ndarray | None) -> Callable[[np.ndarray], float]:
+    """``w -> ||w - w*|| / ||w*||``, or NaN when ``w*`` is unknown.
+
+    The same arithmetic as :func:`ray_relu.model.relative_error` (so the same bits),
+    with ``||w*||`` computed once and no argument checks: it runs every round, on the
+    driver and on every worker, where the checks cost more than the norms.
+    """
+    if w_star is None:
+        return lambda w: float("nan")
+    denom = np.linalg.norm(w_star)
+
+    def rel_error(w: np.ndarray) -> float:
+        diff = np.linalg.norm(w - w_star)
+        return float(diff / denom) if denom > 0 else float(diff)
+
+    return rel_error
 
 
 def relative_change(w_new: np.ndarray, w_old: np.ndarray) -> float:

@@ -40,7 +40,6 @@ from ray.exceptions import RayActorError
 
 from . import algorithm
 from .codecs import FullPrecision, get_codec
-from .model import relative_error
 from .settings import WorkerPlan
 from .worker import ReplicaLost, RoundStats
 
@@ -87,6 +86,7 @@ class _Coordinator:
         self.workers, self.plan, self.step_size = workers, plan, step_size
         self.K = len(workers)
         self.w_star = w_star
+        self.rel_error = algorithm.error_meter(w_star)
         self.codec = get_codec(plan.codec)
         self.exact = FullPrecision("float64")
         self.restarts = 0
@@ -203,8 +203,7 @@ class MasterCoordinator(_Coordinator):
             w_next = w_t + self.downlink.decode(delta)
             self._next = ("delta", delta)
         driver_codec_s = time.perf_counter() - codec_begin
-        rel_err = (relative_error(w_t, self.w_star) if self.w_star is not None
-                   else float("nan"))
+        rel_err = self.rel_error(w_t)
         change = (algorithm.relative_change(w_t, self._previous)
                   if self._previous is not None else float("nan"))
         self._previous, self.w = w_t, w_next

@@ -30,7 +30,7 @@ import ray
 from . import algorithm
 from .codecs import FullPrecision, get_codec
 from .data import DataSource
-from .model import moment_sum, relative_error
+from .model import moment_sum
 from .settings import WorkerPlan
 
 UPDATE_KINDS = ("set", "moment", "delta", "peers")
@@ -75,7 +75,7 @@ class ShardWorker:
     def __init__(self, source: DataSource, k: int, K: int, plan: WorkerPlan) -> None:
         self.k, self.K, self.plan = k, K, plan
         self.X, self.y = source.shard(k, K)
-        self.w_star = source.w_star
+        self.rel_error = algorithm.error_meter(source.w_star)
         self.codec = get_codec(plan.codec)
         self.downlink = get_codec(plan.downlink) if plan.downlink else None
         self.exact = FullPrecision("float64")
@@ -173,8 +173,7 @@ class ShardWorker:
         t2 = time.perf_counter()
         stats = RoundStats(
             loss=loss, compute_s=t1 - t0, encode_s=t2 - t1 + decode_s,
-            rel_error=(relative_error(self.w, self.w_star)
-                       if self.w_star is not None else float("nan")),
+            rel_error=self.rel_error(self.w),
             rel_change=(algorithm.relative_change(self.w, previous)
                         if previous is not None else float("nan")),
             received_bytes=received, recovered=recovered)

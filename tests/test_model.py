@@ -146,6 +146,18 @@ def test_relative_error():
     assert relative_error(np.array([1.0, 1.0]), np.array([1.0, 0.0])) == 1.0
 
 
+def test_error_meter_is_relative_error_to_the_bit():
+    from ray_relu.algorithm import error_meter
+    rng = np.random.default_rng(0)
+    w_star = rng.standard_normal(40)
+    meter = error_meter(w_star)
+    for _ in range(20):
+        w = rng.standard_normal(40)
+        assert meter(w) == relative_error(w, w_star)
+    assert error_meter(np.zeros(3))(np.ones(3)) == relative_error(np.ones(3), np.zeros(3))
+    assert np.isnan(error_meter(None)(np.ones(3)))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(d=0, n=5), "d must be an integer >= 1"),
     (dict(d=2.5, n=5), "d must be an integer"),
