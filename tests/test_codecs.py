@@ -456,7 +456,7 @@ def test_statistics_catch_a_biased_quantizer():
 
     codec = QSGD(levels=2)
     v = sample_vector(24, seed=2)
-    samples = np.array([codec.decode(codec.encode(v, rng=Half())) for _ in range(3000)])
+    samples = np.array([codec.decode(codec.encode(v, rng=Half())) for _ in range(500)])
     var, _ = exact_moments(codec, v)
     with pytest.raises(AssertionError):
         assert max_z(samples, v, var) < 5.0
@@ -623,7 +623,7 @@ def test_extreme_magnitudes():
         for k in (-1000, -700, -300, 300, 700, 1000):
             v = np.ldexp(base * rng.uniform(0.5, 1.5, base.size), k)
             unit = -int(np.frexp(np.abs(v).max())[1])        # work in units of ~max|v|
-            samples, _ = draw(codec, v, 400, seed=k % 97)
+            samples, _ = draw(codec, v, 250, seed=k % 97)
             assert np.all(np.isfinite(samples))
             var, _ = exact_moments(codec, v, unit)
             assert max_z(np.ldexp(samples, unit), np.ldexp(v, unit), var) < 5.0

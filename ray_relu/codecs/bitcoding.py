@@ -24,12 +24,13 @@ import numpy as np
 
 __all__ = [
     "bit_length", "gamma_length", "delta_length", "omega_length",
-    "pack_fields", "unpack_fields", "new_words", "or_fields", "or_bits", "words_to_bytes", "CHUNK",
-    "pack_fixed", "unpack_fixed",
+    "pack_fields", "unpack_fields", "new_words", "or_fields", "or_bits", "words_to_bytes",
+    "pack_fixed", "unpack_fixed", "CHUNK", "MAX_TAIL_BITS", "MAX_FIELD_BITS",
 ]
 
-# Every integer coded here is < 2**32 (gaps <= d <= 2**31, levels < 2**31), so no
-# Elias tail is longer than this; decoders reject longer unary runs up front.
+# Every integer coded here is < 2**32 (gaps <= d <= 2**31, levels < 2**31, the count
+# + 1 <= 2**31 + 1), so no Elias tail is longer than this; decoders reject longer
+# unary runs up front.
 MAX_TAIL_BITS = 32
 # A field read through one 8-byte window starting at its first byte: <= 64 - 7 bits.
 MAX_FIELD_BITS = 57

@@ -5,7 +5,7 @@ Quantizer (DESIGN.md section 3), per bucket of ``b`` consecutive coordinates wit
 so that ``|v_i| <= c`` holds exactly and every level is in ``-s..s``)::
 
     x_i = s v_i / c,   l_i = floor(x_i + u_i),  u_i ~ U[0, 1)
-    Q(v)_i = (l_i / s) * c
+    Q(v)_i = l_i * (c / s)
 
 ``floor(x + u)`` is ``floor(x) + 1`` with probability ``frac(x)``, so ``E[Q(v)] = v``.
 For ``x < 0`` it has the same law as the paper's ``-(floor|x| + Bernoulli(frac|x|))``,
@@ -21,9 +21,10 @@ Wire payload after the common header: ``ceil(d/b)`` float32 scales, then either
 
 * **dense**: ``d`` fixed-width fields of ``1 + ceil(log2(s+1))`` bits (sign bit, then
   the level ``|l_i|``), packed MSB first;
-* **elias** (sparse): a bit stream holding the number ``k`` of nonzeros as the Elias
-  delta code of ``k + 1``, then describing each nonzero ``j`` by its gap ``g_j`` (distance to the previous nonzero, first one
-  counted from position -1, so ``g_j >= 1``), its sign and its level ``|l_j| >= 1``.
+* **elias** (sparse): a bit stream that opens with the number ``k`` of nonzeros (the
+  Elias delta code of ``k + 1``), then describes each nonzero ``j`` by its gap ``g_j``
+  (distance to the previous nonzero, the first one counted from position -1, so
+  ``g_j >= 1``), its sign and its level ``|l_j| >= 1``.
   The level is written in **Elias gamma**, the gap in **Elias delta** (``gamma(L+1)``
   then the ``L`` low bits of ``g``, ``L = floor(log2 g)``; header coding ``elias``) or
   in **Elias gamma** (header coding ``elias-gamma``), whichever makes the message
