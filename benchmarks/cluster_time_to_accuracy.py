@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 WORKERS = 3
 BATCH_PER_WORKER = 64
 DELAY = "1ms"
+SHORT = {"levels": "s", "bucket_size": "bucket"}
 BENCH_CLUSTER_ID = 7    # apart from the test suite's emulated cluster (id 0)
 
 
@@ -53,7 +54,7 @@ def configs(d: int, quick: bool) -> list[dict[str, Any]]:
     for mode in ("master", "all-to-all"):
         plain = [("fp32", {})] if quick else [("fp32", {}), ("fp16", {})]
         for codec, options in plain + [("qsgd", o) for o in qsgd]:
-            label = codec + "".join(f" {k[0]}={v}" for k, v in options.items())
+            label = codec + "".join(f" {SHORT[k]}={v}" for k, v in options.items())
             out.append({"codec": codec, "options": options, "mode": mode,
                         "downlink": (codec if codec != "qsgd" else
                                      {"id": "qsgd", **options}) if mode == "master" else None,
