@@ -47,9 +47,8 @@ def configs(d: int, quick: bool) -> list[dict[str, Any]]:
     if quick:
         qsgd = [{"levels": root}, {"levels": 4 * root}]
     else:
-        qsgd = [{"levels": 16}, {"levels": root}, {"levels": 2 * root},
-                {"levels": 4 * root}, {"levels": 16, "bucket_size": 1024},
-                {"levels": 64, "bucket_size": 4096}]
+        qsgd = [{"levels": root}, {"levels": 2 * root}, {"levels": 4 * root},
+                {"levels": 16, "bucket_size": 1024}]
     out = []
     for mode in ("master", "all-to-all"):
         plain = [("fp32", {})] if quick else [("fp32", {}), ("fp16", {})]
