@@ -29,6 +29,11 @@ import ray
 SPLIT = ("compute_s", "encode_s", "comm_s", "wall_s")
 
 
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages (how crowded the cores were)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def start_ray(num_cpus: int | None = None) -> None:
     """A private local Ray for one benchmark (never joins a running cluster)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -42,11 +47,12 @@ def time_fit(problem: Any, *, iterations: int, warmup: int,
              between: dict[str, Callable[[], Any]] | None = None, **options: Any) -> dict:
     """Run ``fit(problem, iterations=..., tol=0, progress=False, **options)`` and time it.
 
-    Returns ``{"per_iteration_s", "per_iteration_cpu_s", "compute_s", "encode_s",
-    "comm_s", "wall_s", "bytes_per_iteration"}``: the steady-state mean driver time
-    and driver-thread CPU time per iteration (module docstring) and the medians of the
-    history columns over the same rounds; plus, for every name in ``between``, the
-    mean seconds (``name``) and driver CPU seconds (``name + "_cpu"``) of one call.
+    Returns ``{"per_iteration_s", "per_iteration_cpu_s", "per_iteration_median_s",
+    "compute_s", "encode_s", "comm_s", "wall_s", "bytes_per_iteration"}``: the
+    steady-state mean driver time and driver-thread CPU time per iteration (module
+    docstring), the median round, and the medians of the history columns over the
+    same rounds; plus, for every name in ``between``, the mean seconds (``name``) and
+    driver CPU seconds (``name + "_cpu"``) of one call.
     """
     from ray_relu import fit
 
@@ -77,8 +83,10 @@ def time_fit(problem: Any, *, iterations: int, warmup: int,
 
     result = fit(problem, iterations=iterations, tol=0.0, progress=False,
                  on_round=on_round, **options)
-    wall, cpu = np.mean(fit_rounds[warmup - 1:], axis=0)
-    out = {"per_iteration_s": float(wall), "per_iteration_cpu_s": float(cpu)}
+    steady = np.asarray(fit_rounds[warmup - 1:])
+    wall, cpu = steady.mean(axis=0)
+    out = {"per_iteration_s": float(wall), "per_iteration_cpu_s": float(cpu),
+           "per_iteration_median_s": float(np.median(steady[:, 0]))}
     for name, times in others.items():
         wall, cpu = np.mean(times[warmup:], axis=0)
         out[name], out[name + "_cpu"] = float(wall), float(cpu)

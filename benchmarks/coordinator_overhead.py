@@ -62,7 +62,7 @@ import ray
 from ray.dag import InputNode, MultiOutputNode
 
 from benchmarks._common import parse_args, print_table, write_json
-from benchmarks._fit_timing import start_ray, time_fit
+from benchmarks._fit_timing import load_average, start_ray, time_fit
 
 D = 8
 ROWS_PER_WORKER = 4
@@ -253,7 +253,8 @@ def summarize(mode: str, K: int, samples: dict[str, list[float]]) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(__doc__.splitlines()[0], argv)
-    iterations, warmup, repeats = (200, 20, 3) if args.quick else (600, 50, 7)
+    iterations, warmup, repeats = (150, 20, 3) if args.quick else (600, 50, 7)
+    load_before = load_average()
     start_ray()
     rows, raw = [], {}
     try:
@@ -270,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
                       f"(goal fit/bare <= {GOAL})")
     payload = {"d": D, "rows_per_worker": ROWS_PER_WORKER, "iterations": iterations,
                "warmup": warmup, "repeats": repeats, "goal_fit_over_bare": GOAL,
+               "load_average": {"before": load_before, "after": load_average()},
                "rows": rows, "samples_s": raw}
     write_json("coordinator_overhead", payload, args.out)
     return payload

@@ -13,9 +13,11 @@
    plus the master's decode/step/encode), ``comm_s`` (the rest of the round: Ray
    scheduling, transfers, waiting).
 
-Times are steady-state: the driver clock stamped after every round, setup and warm-up
-rounds excluded (``benchmarks/_fit_timing.py``); the split columns are medians over
-the same rounds. Candidates are interleaved and the medians of repeats reported.
+Times are steady-state: the driver clock read between rounds, setup and warm-up rounds
+excluded (``benchmarks/_fit_timing.py``). ``ms_per_iter`` is the median round (robust
+to the bursts of a shared machine) and the split columns are medians over the same
+rounds, so they add up to about ``ms_per_iter``. Configurations are interleaved
+(repeat-major loops) and each figure is the median over repeats.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import statistics
 from typing import Any
 
 from benchmarks._common import parse_args, print_table, write_json
-from benchmarks._fit_timing import SPLIT, start_ray, time_fit
+from benchmarks._fit_timing import SPLIT, load_average, start_ray, time_fit
 
 MODES = ("master", "all-to-all")
 CODECS: dict[str, tuple[str, dict]] = {
@@ -39,7 +41,7 @@ def _median_runs(runs: list[dict]) -> dict:
 
 
 def _ms(timing: dict) -> dict[str, float]:
-    out = {"ms_per_iter": 1e3 * timing["per_iteration_s"]}
+    out = {"ms_per_iter": 1e3 * timing["per_iteration_median_s"]}
     out.update({f"{c[:-2]}_ms": 1e3 * timing[c] for c in SPLIT if c != "wall_s"})
     return out
 
@@ -58,11 +60,11 @@ def weak_scaling(*, d: int, rows: int, workers: list[int], iterations: int,
                                               iterations=iterations, warmup=warmup))
     table = []
     for mode in MODES:
-        base = _median_runs(runs[mode, workers[0]])["per_iteration_s"]
+        base = _median_runs(runs[mode, workers[0]])["per_iteration_median_s"]
         for K in workers:
             t = _median_runs(runs[mode, K])
             table.append({"mode": mode, "K": K, "rows/worker": rows, "d": d, **_ms(t),
-                          "efficiency": base / t["per_iteration_s"]})
+                          "efficiency": base / t["per_iteration_median_s"]})
     return table
 
 
@@ -84,7 +86,7 @@ def cost_versus_d(*, dims: list[int], rows: int, workers: int, iterations: int,
         for (mode, label), values in runs.items():
             t = _median_runs(values)
             table.append({"mode": mode, "codec": label, "d": d, **_ms(t),
-                          "ns_per_coord": 1e9 * t["per_iteration_s"] / d,
+                          "ns_per_coord": 1e9 * t["per_iteration_median_s"] / d,
                           "bytes/iter": t["bytes_per_iteration"]})
     table.sort(key=lambda r: (r["mode"] != "master", r["codec"], r["d"]))
     return table
@@ -93,15 +95,16 @@ def cost_versus_d(*, dims: list[int], rows: int, workers: int, iterations: int,
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(__doc__.splitlines()[0], argv)
     if args.quick:
-        weak = dict(d=1000, rows=2000, workers=[1, 2, 3, 4], iterations=40, warmup=8,
+        weak = dict(d=1000, rows=2000, workers=[1, 2, 3, 4], iterations=30, warmup=6,
                     repeats=2)
-        dims = dict(dims=[1000, 10_000, 100_000], rows=16, workers=2, iterations=25,
+        dims = dict(dims=[1000, 10_000, 100_000], rows=16, workers=2, iterations=20,
                     warmup=5, repeats=1)
     else:
         weak = dict(d=1000, rows=4000, workers=[1, 2, 3, 4], iterations=150, warmup=20,
                     repeats=5)
         dims = dict(dims=[1000, 10_000, 100_000, 1_000_000], rows=16, workers=2,
                     iterations=60, warmup=10, repeats=3)
+    load_before = load_average()
     start_ray()
     try:
         weak_rows = weak_scaling(**weak)
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         import ray
         ray.shutdown()
-    payload = {"weak_scaling": {"params": weak, "rows": weak_rows},
+    payload = {"load_average": {"before": load_before, "after": load_average()},
+               "weak_scaling": {"params": weak, "rows": weak_rows},
                "cost_versus_d": {"params": dims, "rows": d_rows}}
     write_json("scaling", payload, args.out)
     return payload
