@@ -16,8 +16,8 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 def test_sgd_converges_geometrically_from_the_moment_init():
     """log rel_error is a straight line: negative slope, R^2 > 0.95, both halves of the
-    geometric phase decreasing at similar rates (stable), for three batch sizes."""
-    result = convergence(d=100, batch_sizes=(25, 100, None), workers=2, engine="ray", seed=0)
+    geometric phase decreasing at similar rates (stable), for a small and the full batch."""
+    result = convergence(d=100, batch_sizes=(25, None), workers=2, engine="ray", seed=0)
     for row in result.table.to_pylist():
         assert row["reached_tol"], row
         assert row["slope"] < 0 and row["r2"] > 0.95, row
@@ -32,9 +32,9 @@ def test_sgd_converges_geometrically_from_the_moment_init():
 
 @pytest.fixture(scope="module")
 def recovery():
-    # Single-process reference runs (identical iterates to fit's; Ray adds nothing here).
+    # Single-process reference runs (the same iterates as fit's), one Ray task per grid point.
     return sample_complexity(dims=(50, 200), ratios=(0.25, 0.5, 1.5, 2.0, 2.5, 3.0, 4.0, 8.0),
-                             trials=6, iterations=3000, seed=0)
+                             trials=6, iterations=2000, parallel=True, seed=0)
 
 
 def test_recovery_succeeds_at_n_over_d_8_and_fails_well_below_1(recovery):
@@ -51,36 +51,42 @@ def test_recovery_transition_does_not_drift_with_d(recovery):
     assert abs(thresholds[50] - thresholds[200]) <= 0.5, thresholds
 
 
-@pytest.fixture(scope="module")
-def qsgd_vs_fp32():
-    # d = 1000, full batch, K = 4, both modes, default (untuned) steps.
-    return quantization(d=1000, workers=4, batch_size=None, codecs=("fp32", "qsgd:1"),
-                        iterations=3000, tol=1e-6, target=1e-6, seed=0)
+D_BYTES = 1000
 
 
-def test_qsgd_s1_reaches_1e6_with_10x_fewer_gradient_bytes(qsgd_vs_fp32):
-    """Gradient bytes per iteration: the uplink in master mode and the peer traffic in
-    all-to-all mode. Master mode's downlink is not compared: by default it ships the
-    full-precision w whatever the gradient codec, so it is identical for both codecs."""
-    rows = {(r["codec"], r["mode"]): r for r in qsgd_vs_fp32.table.to_pylist()}
-    for mode in ("master", "all-to-all"):
-        q, base = rows["qsgd s=1", mode], rows["fp32", mode]
-        assert q["converged"] and q["final_rel_error"] <= 1e-6, q
-        assert q["r2"] > 0.95 and q["slope"] < 0, q
-        assert q["gradient_bytes_per_iter"] * 10 <= base["gradient_bytes_per_iter"], (q, base)
-        assert q["bytes_down_per_iter"] == base["bytes_down_per_iter"]
+def test_qsgd_s1_reaches_1e6_with_10x_fewer_gradient_bytes():
+    """QSGD s=1 at d=1000 (full batch, K=4, default steps) against fp32.
+
+    Compared: all-to-all **peer bytes** per iteration, over the whole run to 1e-6. In
+    all-to-all mode every byte on the wire is an encoded gradient, so this is the total
+    traffic, like for like. Master mode's total is not compared: its downlink ships the
+    full-precision w whatever the gradient codec (identical for both); its **uplink**
+    carries the same messages as the peer traffic, checked over 20 rounds."""
+    result = quantization(d=D_BYTES, workers=4, batch_size=None, codecs=("fp32", "qsgd:1"),
+                          modes=("all-to-all",), iterations=3000, tol=1e-6, target=1e-6,
+                          seed=0)
+    base, q = result.table.to_pylist()
+    assert q["converged"] and q["final_rel_error"] <= 1e-6, q
+    assert q["r2"] > 0.95 and q["slope"] < 0, q
+    assert q["bytes_peer_per_iter"] * 10 <= base["bytes_peer_per_iter"], (q, base)
+    problem = PlantedReLU(d=D_BYTES, n=8 * D_BYTES, seed=0)
+    up = {codec: fit(problem, codec=codec, codec_options=options, workers=4, mode="master",
+                     iterations=20, tol=0.0, seed=0, progress=False).history
+          for codec, options in (("fp32", {}), ("qsgd", {"levels": 1}))}
+    uplink = {c: h.column("bytes_up").to_numpy()[1:].mean() for c, h in up.items()}
+    assert uplink["qsgd"] * 10 <= uplink["fp32"], uplink
+    down = {c: h.column("bytes_down").to_numpy()[1:].mean() for c, h in up.items()}
+    assert down["qsgd"] == down["fp32"]
 
 
-def test_all_to_all_and_master_trajectories_are_identical(qsgd_vs_fp32):
-    for row in qsgd_vs_fp32.table.to_pylist():
-        if row["mode"] == "all-to-all":
-            assert row["same_trajectory_as_master"] is True, row
-
-
-def test_same_trajectory_with_minibatches_and_buckets():
-    problem = PlantedReLU(d=200, n=1600, seed=0)
-    common = dict(codec="qsgd", codec_options={"levels": 2, "bucket_size": 64}, workers=3,
-                  batch_size=300, iterations=60, tol=0.0, seed=0, progress=False)
+@pytest.mark.parametrize("d, options, batch_size, K", [
+    (400, {"levels": 1}, None, 4),
+    (200, {"levels": 2, "bucket_size": 64}, 300, 3),
+])
+def test_all_to_all_and_master_trajectories_are_identical(d, options, batch_size, K):
+    problem = PlantedReLU(d=d, n=8 * d, seed=0)
+    common = dict(codec="qsgd", codec_options=options, workers=K, batch_size=batch_size,
+                  iterations=60, tol=0.0, seed=0, progress=False)
     a, b = fit(problem, mode="master", **common), fit(problem, mode="all-to-all", **common)
     for name in ("loss", "rel_error", "rel_change"):
         np.testing.assert_array_equal(a.history.column(name).to_numpy(),

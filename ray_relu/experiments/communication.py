@@ -22,6 +22,7 @@ would carry (``--address`` runs the same sweep on a cluster).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -80,13 +81,14 @@ def communication(*, d: int = 400, n_over_d: float = 8.0,
                 cum_grad = np.cumsum(column(h, GRADIENT_BYTES[mode]))
                 t, err = column(h, "iteration"), column(h, "rel_error")
                 hit = analysis.first_reach(t, err, target)
-                at = int(hit) if hit == hit else len(t) - 1
+                reached = not math.isnan(hit)
+                at = int(hit) if reached else len(t) - 1
                 rows.append({
                     "codec": choice.label, "mode": mode, "workers": K,
-                    "reached_target": hit == hit, "iterations_to_target": hit,
-                    "bytes_to_target": int(cum_bytes[at]) if hit == hit else None,
-                    "gradient_bytes_to_target": int(cum_grad[at]) if hit == hit else None,
-                    "wall_s_to_target": float(cum_wall[at]) if hit == hit else float("nan"),
+                    "reached_target": reached, "iterations_to_target": hit,
+                    "bytes_to_target": int(cum_bytes[at]) if reached else None,
+                    "gradient_bytes_to_target": int(cum_grad[at]) if reached else None,
+                    "wall_s_to_target": float(cum_wall[at]) if reached else float("nan"),
                     "final_rel_error": result.rel_error, "setup_s": float(wall[0]),
                     **{f"{c}_per_iter": per_iteration(h, c) for c in BYTE_COLUMNS},
                     "gradient_bytes_per_iter": per_iteration(h, GRADIENT_BYTES[mode]),

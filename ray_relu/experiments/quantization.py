@@ -21,6 +21,7 @@ full batches. QSGD has no such floor because it sends a float32 scale per bucket
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -91,7 +92,7 @@ def quantization(*, d: int = 400, n_over_d: float = 8.0, workers: int = 4,
     _add_ratio_to_first(rows)
     table = pa.Table.from_pylist(rows)
     curves_table = stack(curves)
-    holds = all(r["iterations_to_target"] == r["iterations_to_target"] and r["r2"] > R2_MIN
+    holds = all(not math.isnan(r["iterations_to_target"]) and r["r2"] > R2_MIN
                 for r in rows if r["levels"] is not None) and \
         all(r["same_trajectory_as_master"] is not False for r in rows)
     title = (f"Codecs: d={problem.d}, n={problem.n}, K={workers}, batch "
@@ -128,6 +129,10 @@ def claim(table: pa.Table, target: float) -> str:
     rows = table.to_pylist()
     q = [r for r in rows if r["levels"] is not None and r["mode"] == rows[0]["mode"]]
     first = rows[0]
+    if not q:
+        return (f"No QSGD codec was run: {first['codec']} contracted by {first['rate']:.3f} "
+                f"per iteration and reached {target:g} in "
+                f"{first['iterations_to_target']:.0f} iterations.")
     worst = max(q, key=lambda r: r["rate"])
     lowest = min(q, key=lambda r: r["bytes_vs_first"])
     same = [r["same_trajectory_as_master"] for r in rows
