@@ -246,7 +246,7 @@ def test_fp16_equals_numpy_round_to_nearest():
     v = np.concatenate([fp16_probe_values(),
                         rng.standard_normal(500) * 10.0 ** rng.integers(-8, 5, 500)])
     v = v[np.abs(v) < 65520]
-    codec = get_codec("fp16")
+    codec = get_codec("fp16", scale="none")
     msg = codec.encode(v)
     assert len(msg) == HEADER_SIZE + 2 * v.size
     out = codec.decode(msg)
@@ -268,10 +268,15 @@ def test_fp16_error_is_within_its_variance_bound():
         assert err @ err <= codec.variance_bound(v.size) * (v @ v)
 
 
+def plain(name):
+    """The codec without any message scaling (fp16's plain cast)."""
+    return get_codec(name, scale="none") if name == "fp16" else get_codec(name)
+
+
 @pytest.mark.parametrize("name, value", [("fp16", 65520.0), ("fp16", -1e6), ("fp16", 1e300),
                                          ("fp32", 3.5e38), ("fp32", -1e300)])
 def test_values_beyond_the_format_range_raise(name, value):
-    codec = get_codec(name)
+    codec = plain(name)
     v = np.array([1.0, value, 2.0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")                 # no "overflow in cast" warning either
@@ -282,7 +287,7 @@ def test_values_beyond_the_format_range_raise(name, value):
 @pytest.mark.parametrize("name, limit", [("fp16", 65520.0), ("fp32", 3.4028235677973366e38)])
 def test_overflow_threshold_is_exact(name, limit):
     """Exactly the values that round to inf are refused; just below rounds to the max."""
-    codec = get_codec(name)
+    codec = plain(name)
     below = np.nextafter(limit, 0.0)
     top = float(np.finfo(codec._dtype).max)
     np.testing.assert_array_equal(codec.decode(codec.encode(np.array([below, -below]))),
@@ -290,6 +295,38 @@ def test_overflow_threshold_is_exact(name, limit):
     for value in (limit, -limit):
         with pytest.raises(ValueError, match="beyond"):
             codec.encode(np.array([value]))
+
+
+def test_fp16_auto_scale_is_a_power_of_two_shift_of_the_plain_cast():
+    """Scaled fp16 rounds every coordinate to 11 significant bits at any magnitude."""
+    rng = np.random.default_rng(11)
+    auto, none = get_codec("fp16"), get_codec("fp16", scale="none")
+    for magnitude in (1e-30, 1e-9, 1.0, 1e4, 1e12, 1e150):
+        v = rng.standard_normal(400) * magnitude
+        out = auto.decode(auto.encode(v))
+        e = math.frexp(np.max(np.abs(v)))[1] - 15
+        np.testing.assert_array_equal(out, np.ldexp(none.decode(none.encode(np.ldexp(v, -e))), e))
+        err = out - v
+        assert err @ err <= auto.variance_bound(v.size) * (v @ v)
+        assert np.count_nonzero(out) == np.count_nonzero(np.abs(v) > np.max(np.abs(v)) * 2.0 ** -40)
+
+
+def test_fp16_auto_keeps_shrinking_gradients_that_the_plain_cast_flushes():
+    v = np.array([3e-9, -1e-10, 2.5e-12])
+    assert np.all(get_codec("fp16", scale="none").decode(get_codec("fp16", scale="none")
+                                                         .encode(v)) == 0.0)
+    out = get_codec("fp16").decode(get_codec("fp16").encode(v))
+    np.testing.assert_allclose(out, v, rtol=2.0 ** -11)
+
+
+def test_fp16_scale_is_in_the_config_and_checked():
+    assert get_codec("fp16").get_config() == {"id": "fp16", "scale": "auto"}
+    assert get_codec({"id": "fp16", "scale": "none"}) == FP16(scale="none")
+    with pytest.raises(ValueError, match="scale"):
+        FP16(scale="max")
+    msg = FP16().encode(np.array([1e-9]))
+    with pytest.raises(CodecError, match="exponent"):
+        FP16(scale="none").decode(msg)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -716,8 +753,9 @@ def test_every_truncation_and_extension_is_rejected():
 def test_header_corruption_is_rejected():
     for codec, msg in small_messages():
         # d (bytes 13-20) may stay valid for sparse bodies; the scale exponent (31-32)
-        # of a qsgd message is a parameter like the scales themselves
-        free = set(range(13, 21)) | ({31, 32} if isinstance(codec, QSGD) else set())
+        # of a qsgd or scaled fp16 message is a parameter like the scales themselves
+        scaled = isinstance(codec, QSGD) or getattr(codec, "scale", "none") == "auto"
+        free = set(range(13, 21)) | ({31, 32} if scaled else set())
         for pos in range(HEADER_SIZE):
             if pos in free:
                 continue
@@ -796,7 +834,7 @@ def test_wrong_codec_is_named():
 def test_raw_codec_headers_must_be_plain():
     v = np.ones(4)
     for name, size in (("fp64", 8), ("fp32", 4), ("fp16", 2)):
-        codec = get_codec(name)
+        codec = plain(name)
         payload = codec.encode(v)[HEADER_SIZE:]
         for fields in (dict(levels=1), dict(bucket=2), dict(norm=1), dict(coding=1),
                        dict(exponent=1), dict(exponent=-1)):
@@ -816,6 +854,15 @@ def test_raw_codec_headers_must_be_plain():
                          payload_len=len(payload)) + payload
         with pytest.raises(CodecError, match="NaN or inf"):
             get_codec(name).decode(msg)
+    # scaled fp16 carries its power of two in the exponent field, and nothing else
+    payload = np.ones(4, dtype=np.float16).tobytes()
+    ok = raw_header(codec_id=b"fp16", d=4, levels=0, norm=0, coding=0, exponent=-3,
+                    payload_len=len(payload)) + payload
+    np.testing.assert_array_equal(get_codec("fp16").decode(ok), np.full(4, 0.125))
+    bad = raw_header(codec_id=b"fp16", d=4, levels=1, norm=0, coding=0, exponent=-3,
+                     payload_len=len(payload)) + payload
+    with pytest.raises(CodecError, match="no parameters"):
+        get_codec("fp16").decode(bad)
 
 
 def sparse_message(count: int, stream: str, d: int = 8, scale: float = 1.0) -> bytes:

@@ -244,3 +244,12 @@ def test_encoded_downlink_converges_and_shrinks_downlink_bytes():
     down_full = np.asarray(full.history.column("bytes_down"))[1:].mean()
     down_q = np.asarray(q.history.column("bytes_down"))[1:].mean()
     assert down_q < down_full / 4
+
+
+def test_fp16_both_ways_converges_far_below_the_half_range():
+    """Gradients and updates shrink below fp16's smallest subnormal (6e-8) long before
+    1e-10; the codec's per-message power-of-two scale keeps them from flushing to zero."""
+    problem = PlantedReLU(d=30, n=240, seed=1)
+    result = fit(problem, codec="fp16", downlink_codec="fp16", workers=2, tol=1e-10,
+                 iterations=3000, progress=False)
+    assert result.converged and result.rel_error <= 1e-10
