@@ -76,7 +76,9 @@ def test_codec_specs():
     q = parse_codec("qsgd:sqrt", 1000)
     assert (q.codec, q.levels, q.label) == ("qsgd", 32, "qsgd s=32 (sqrt d)")
     assert parse_codec("qsgd:4", 10).options == {"levels": 4}
-    for bad in ("qsgd", "qsgd:0", "qsgd:x", "int8", 4):
+    plain = parse_codec("fp16:none", 10)
+    assert (plain.codec, plain.options, plain.levels) == ("fp16", {"scale": "none"}, None)
+    for bad in ("qsgd", "qsgd:0", "qsgd:x", "fp16:auto", "int8", 4):
         with pytest.raises(ValueError, match="codec spec|levels"):
             parse_codec(bad, 100)
     with pytest.raises(ValueError, match="duplicate"):

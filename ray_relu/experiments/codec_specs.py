@@ -1,9 +1,11 @@
 """Codec specs of the experiments: short strings such as ``"fp32"`` or ``"qsgd:sqrt"``.
 
-A spec is ``"fp64"``, ``"fp32"``, ``"fp16"`` or ``"qsgd:<s>"`` where ``s`` is a number of
-levels or ``sqrt`` for ``round(sqrt(d))`` (QSGD's dense regime, about 2.8 bits per
-coordinate in the QSGD paper's analysis). One bucket spans the whole vector, as in
-the QSGD paper's basic scheme.
+A spec is ``"fp64"``, ``"fp32"``, ``"fp16"`` (half precision with a per-message
+power-of-two scale, the codec's default), ``"fp16:none"`` (the plain cast, whose tiny
+values flush to zero) or ``"qsgd:<s>"`` where ``s`` is a number of levels or ``sqrt``
+for ``round(sqrt(d))`` (QSGD's dense regime, about 2.8 bits per coordinate in the QSGD
+paper's analysis). One bucket spans the whole vector, as in the QSGD paper's basic
+scheme.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class CodecChoice:
     @property
     def levels(self) -> int | None:
         """QSGD levels, None for full-precision codecs."""
-        return self.options.get("levels")
+        return self.options.get("levels") if self.codec == "qsgd" else None
 
 
 def parse_codec(spec: str, d: int) -> CodecChoice:
@@ -36,10 +38,12 @@ def parse_codec(spec: str, d: int) -> CodecChoice:
                          f"got {spec!r}")
     if spec in FULL_PRECISION:
         return CodecChoice(spec, spec, spec)
+    if spec == "fp16:none":
+        return CodecChoice(spec, "fp16 (no scale)", "fp16", {"scale": "none"})
     name, _, arg = spec.partition(":")
     if name != "qsgd" or not arg:
         raise ValueError(f"unknown codec spec {spec!r}; use one of "
-                         f"{', '.join(FULL_PRECISION)} or 'qsgd:<levels>' / 'qsgd:sqrt'")
+                         f"{', '.join(FULL_PRECISION)}, fp16:none, 'qsgd:<levels>' or 'qsgd:sqrt'")
     if arg == "sqrt":
         levels = max(1, round(math.sqrt(d)))
         return CodecChoice(spec, f"qsgd s={levels} (sqrt d)", "qsgd", {"levels": levels})
