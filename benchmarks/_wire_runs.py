@@ -55,7 +55,8 @@ def run_config(problem: Any, config: dict[str, Any], *, workers: int, batch_per_
         "wall_to_target_s": float(h["wall_s"].sum()), "fit_total_s": elapsed,
         "total_bytes": int(result.total_bytes()),
         "bytes_per_round": {k: median(k) for k in ("bytes_up", "bytes_down", "bytes_peer")},
-        "round_s": median("wall_s"), "compute_s": median("compute_s"),
+        "round_s": median("wall_s"), "round_mean_s": float(np.mean(h["wall_s"][rounds])),
+        "compute_s": median("compute_s"),
         "encode_s": median("encode_s"), "comm_s": median("comm_s"),
         "step_size": float(result.step_size),
     }
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-per-worker", type=int, default=64)
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--max-iterations", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="time exactly this many rounds (tol 0) instead of fitting "
+                        "to --tol")
     parser.add_argument("--configs", required=True, help="JSON list of {codec, options, "
                         "mode, downlink, label}")
     parser.add_argument("--address", default="auto")
@@ -81,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     problem = PlantedReLU(args.d, args.n or 8 * args.d, seed=0)
     for config in json.loads(args.configs):
         row = run_config(problem, config, workers=args.workers,
-                         batch_per_worker=args.batch_per_worker, tol=args.tol,
-                         max_iterations=args.max_iterations)
+                         batch_per_worker=args.batch_per_worker,
+                         tol=0.0 if args.rounds else args.tol,
+                         max_iterations=args.rounds or args.max_iterations)
         print(MARK + json.dumps(row), flush=True)
     return 0
 

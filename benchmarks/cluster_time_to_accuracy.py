@@ -2,24 +2,35 @@
 
 An emulated cluster (``ray_relu.emulated.EmulatedCluster``: network namespaces, the real
 ``ray up``) with a head that runs the driver and no workers, and 3 worker nodes; every
-link shaped to 100 mbit and then 10 mbit, 1 ms delay. Mini-batches of 64 rows per
-worker. For fp32, fp16 and QSGD at several levels s and bucket sizes, in master and
-all-to-all mode, the driver (``benchmarks._wire_runs``, submitted with ``ray job
-submit``) fits until rel_error <= 1e-6 and reports the wall time of the rounds (actor
-start and shard generation excluded), the total bytes and per-round medians.
+link shaped to 100 mbit, then 10 mbit. Mini-batches of 64 rows per worker. fp32, fp16 and
+QSGD at several levels s, in master and all-to-all mode. Master
+mode sends the downlink with the same codec as the uplink (the master encodes its
+update, ``fit(downlink_codec=)``), so fp32 means fp32 both ways.
 
-Master mode sends the downlink with the same codec as the uplink (the master encodes
-the update, see ``fit(downlink_codec=)``), so fp32 means fp32 both ways.
+Method. A fit is deterministic: the same seed gives the same iterates at any link
+rate, and the distributed fit equals the single-process reference
+(``ray_relu.reference.sgd``) draw for draw (``tests/test_engine.py``). So
+
+- **iterations to 1e-6** come from the reference, run on this machine;
+- **time per round** and **bytes per round** are measured on the emulated cluster by a
+  driver on the head (``benchmarks._wire_runs``, submitted with ``ray job submit``)
+  that runs ``ROUNDS`` rounds of the real distributed fit at each link rate;
+- time to target = iterations x mean round time (actor start and shard generation
+  excluded); bytes to target = iterations x mean bytes per round.
+
+Fitting every setting to 1e-6 at 10 mbit would take hours here (fp32 all-to-all at
+d = 1e4 moves 360 kB through the head per round, 0.3 s at 10 mbit, for ~5500 rounds);
+``--to-target`` does run the fits to the target on the cluster instead, for checking
+the method.
 
 Goals at d = 1e4: the best QSGD setting needs >= 5x fewer total bytes than fp32 and is
->= 2x faster at 100 mbit and >= 4x faster at 10 mbit. The table explains every time
-from the measured bytes per round and per-round times; ``against_the_wire`` compares
-each round with its physical floor.
+>= 2x faster at 100 mbit and >= 4x faster at 10 mbit. ``against_the_wire`` compares each
+round with its physical floor.
 
 Needs root (namespaces, sshd, tc; ``bash cluster/install-deps.sh``). ``--quick``:
-d = 1e3 only, no fp16, two QSGD settings. The full profile (d = 1e3 and 1e4; d = 1e4 with n = 8d is
-6.4 GB of float64 rows, about the largest this 24 GiB machine holds next to four Ray
-nodes) takes about an hour.
+d = 1e3 only, no fp16, two QSGD settings. The full profile (d = 1e3 and 1e4; d = 1e4
+with n = 8d is 6.4 GB of float64 rows, about the largest this 24 GiB machine holds next to
+four Ray nodes and the reference) takes about half an hour.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import parse_args, print_table, write_json
+from benchmarks._common import print_table, write_json
 from benchmarks._wire_model import effective_delay, round_floor_s
 from benchmarks._wire_runs import parse_results
 
@@ -47,8 +58,7 @@ def configs(d: int, quick: bool) -> list[dict[str, Any]]:
     if quick:
         qsgd = [{"levels": root}, {"levels": 4 * root}]
     else:
-        qsgd = [{"levels": root}, {"levels": 2 * root}, {"levels": 4 * root},
-                {"levels": 16, "bucket_size": 1024}]
+        qsgd = [{"levels": root}, {"levels": 2 * root}, {"levels": 4 * root}]
     out = []
     for mode in ("master", "all-to-all"):
         plain = [("fp32", {})] if quick else [("fp32", {}), ("fp16", {})]
@@ -62,14 +72,42 @@ def configs(d: int, quick: bool) -> list[dict[str, Any]]:
 
 
 def run_on_cluster(cluster: Any, d: int, settings: list[dict], *, tol: float = 1e-6,
-                   timeout: float = 7200) -> list[dict]:
-    """Submit the fits of ``settings`` as one job; return its result rows."""
+                   rounds: int | None = None, timeout: float = 7200) -> list[dict]:
+    """Submit the fits of ``settings`` as one job (to ``tol``, or exactly ``rounds``
+    rounds); return its result rows."""
+    extra = ["--rounds", str(rounds)] if rounds else []
     job = cluster.submit(["python", "-m", "benchmarks._wire_runs", "--d", str(d),
                           "--workers", str(WORKERS), "--batch-per-worker",
-                          str(BATCH_PER_WORKER), "--tol", str(tol),
+                          str(BATCH_PER_WORKER), "--tol", str(tol), *extra,
                           "--configs", json.dumps(settings)],
                          working_dir=REPO, timeout=timeout)
     return parse_results(job.logs)
+
+
+def iterations_to_target(d: int, setting: dict, *, tol: float = 1e-6,
+                         max_iterations: int = 20000) -> tuple[int, bool]:
+    """Iterations the fit of ``setting`` needs to reach ``tol`` (single-process reference)."""
+    from ray_relu import PlantedReLU
+    from ray_relu.reference import sgd
+
+    run = sgd(PlantedReLU(d, 8 * d, seed=0), codec=setting["codec"],
+              codec_options=setting.get("options") or {}, downlink_codec=setting.get("downlink"),
+              workers=WORKERS, mode=setting["mode"], batch_size=WORKERS * BATCH_PER_WORKER,
+              iterations=max_iterations, tol=tol, seed=0)
+    final = run.history.column("rel_error")[-1].as_py()
+    return run.history.num_rows - 1, final <= tol
+
+
+def with_target(rows: list[dict], targets: dict[str, tuple[int, bool]]) -> list[dict]:
+    """Turn timing runs into time and bytes to the target (see the module doc)."""
+    out = []
+    for row in rows:
+        iterations, reached = targets[row["label"]]
+        per_round = sum(row["bytes_per_round"].values())
+        out.append({**row, "iterations": iterations, "converged": reached,
+                    "wall_to_target_s": iterations * row["round_mean_s"],
+                    "total_bytes": int(iterations * per_round)})
+    return out
 
 
 def summarize(rows: list[dict], rate: str, delay: str) -> list[dict]:
@@ -85,7 +123,7 @@ def summarize(rows: list[dict], rate: str, delay: str) -> list[dict]:
             "wall_s": row["wall_to_target_s"], "MB": row["total_bytes"] / 1e6,
             "bytes_x_fp32": base["total_bytes"] / max(1, row["total_bytes"]),
             "speed_x_fp32": base["wall_to_target_s"] / row["wall_to_target_s"],
-            "round_ms": 1e3 * row["round_s"], "wire_ms": 1e3 * floor["wire_s"],
+            "round_ms": 1e3 * row["round_mean_s"], "wire_ms": 1e3 * floor["wire_s"],
             "compute_ms": 1e3 * row["compute_s"], "codec_ms": 1e3 * row["encode_s"],
             "pipe": floor["busiest_pipe"], "KB_busiest": floor["busiest_bytes"] / 1e3,
         })
@@ -99,11 +137,24 @@ def best_qsgd(rows: list[dict]) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(__doc__.splitlines()[0], argv)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="d = 1e3 only, fewer settings")
+    parser.add_argument("--out", type=Path, default=None, help="directory for the JSON")
+    parser.add_argument("--to-target", action="store_true",
+                        help="fit every setting to 1e-6 on the cluster (slow)")
+    args = parser.parse_args(argv)
     from ray_relu.emulated import EmulatedCluster
 
     dims = [1000] if args.quick else [1000, 10000]
     rates = ["100mbit", "10mbit"]
+    rounds = 100
+    targets = {}
+    if not args.to_target:
+        for d in dims:
+            for setting in configs(d, args.quick):
+                targets[setting["label"]] = iterations_to_target(d, setting)
     table: list[dict] = []
     raw: list[dict] = []
     with EmulatedCluster(nodes=WORKERS + 1, rate=rates[0], delay=DELAY, cpus_per_node=1,
@@ -114,7 +165,12 @@ def main(argv: list[str] | None = None) -> dict:
         for rate in rates:
             cluster.shape(rate, DELAY)
             for d in dims:
-                rows = run_on_cluster(cluster, d, configs(d, args.quick))
+                settings = configs(d, args.quick)
+                if args.to_target:
+                    rows = run_on_cluster(cluster, d, settings)
+                else:
+                    rows = with_target(run_on_cluster(cluster, d, settings, rounds=rounds),
+                                       targets)
                 raw += [{**r, "rate": rate} for r in rows]
                 summary = summarize(rows, rate, delay)
                 table += summary
@@ -134,8 +190,9 @@ def main(argv: list[str] | None = None) -> dict:
                               "speed_x_fp32": best["speed_x_fp32"], "speed_goal": speed_goal})
     print_table(goals, "best QSGD against fp32 (goals apply at d = 1e4)")
     payload = {"quick": args.quick, "delay": delay, "shaping": shaping, "workers": WORKERS,
-               "batch_per_worker": BATCH_PER_WORKER, "rows": table, "goals": goals,
-               "raw": raw}
+               "batch_per_worker": BATCH_PER_WORKER, "method": "to-target" if
+               args.to_target else f"reference iterations x mean of {rounds} timed rounds",
+               "rows": table, "goals": goals, "raw": raw}
     write_json("cluster_time_to_accuracy", payload, args.out)
     return payload
 
