@@ -98,11 +98,13 @@ def iterations_to_target(d: int, setting: dict, *, tol: float = 1e-6,
     return run.history.num_rows - 1, final <= tol
 
 
-def with_target(rows: list[dict], targets: dict[str, tuple[int, bool]]) -> list[dict]:
-    """Turn timing runs into time and bytes to the target (see the module doc)."""
+def with_target(rows: list[dict], targets: dict[tuple[int, str], tuple[int, bool]]
+                ) -> list[dict]:
+    """Turn timing runs into time and bytes to the target (see the module doc);
+    ``targets`` maps (d, label) to (iterations, reached)."""
     out = []
     for row in rows:
-        iterations, reached = targets[row["label"]]
+        iterations, reached = targets[row["d"], row["label"]]
         per_round = sum(row["bytes_per_round"].values())
         out.append({**row, "iterations": iterations, "converged": reached,
                     "wall_to_target_s": iterations * row["round_mean_s"],
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.to_target:
         for d in dims:
             for setting in configs(d, args.quick):
-                targets[setting["label"]] = iterations_to_target(d, setting)
+                targets[d, setting["label"]] = iterations_to_target(d, setting)
     table: list[dict] = []
     raw: list[dict] = []
     with EmulatedCluster(nodes=WORKERS + 1, rate=rates[0], delay=DELAY, cpus_per_node=1,
