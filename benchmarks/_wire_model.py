@@ -19,9 +19,13 @@ an uplink message of ``u`` bytes, a downlink message of ``v`` bytes:
 - all-to-all, ``u > inline``: worker to worker; each worker node sends and receives
   ``(K-1)*u``.
 
-The busiest pipe bounds the round: ``floor = busiest_bytes * 8 / rate + latency +
-compute + encode/decode``, with ``latency`` one round trip between a worker and the
-head (the call out, the reply back: 2 x 2 shaped hops x delay).
+A synchronous round cannot overlap its two directions through the head: the replies
+(uplink) must all arrive before the next calls (downlink) can leave. So through the
+head the wire time is ``(head in + head out) * 8 / rate``; worker to worker, every
+node sends and receives at once and the wire time is ``(K-1)*u * 8 / rate``. Each leg
+first spends the tbf burst (``BURST_BYTES``) at line rate.
+``floor = wire + latency + compute + encode/decode``, with ``latency`` one round trip
+between a worker and the head (the call out, the reply back: 2 x 2 shaped hops x delay).
 
 Latency needs the kernel's ``sch_netem``. Where it is missing (as on the machine the
 numbers in ``benchmarks/README.md`` come from), the emulated links are rate-limited
@@ -33,6 +37,9 @@ from __future__ import annotations
 import re
 
 INLINE_BYTES = 100 * 1024
+# emulate.sh's tbf lets this many bytes through each shaped hop at line rate before the
+# rate applies; the bucket refills between rounds (64 KiB in 5 ms at 100 mbit).
+BURST_BYTES = 64 * 1024
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 
 
@@ -62,27 +69,26 @@ def message_sizes(row: dict) -> tuple[float, float]:
     return per_round["bytes_peer"] / max(1, K * (K - 1)), 0.0
 
 
-def busiest_pipe_bytes(row: dict, inline: int = INLINE_BYTES) -> tuple[float, str]:
-    """Bytes per round on the busiest one-way pipe, and which pipe it is."""
+def busiest_pipe_bytes(row: dict, inline: int = INLINE_BYTES) -> tuple[list[float], str]:
+    """Bytes per round on the busiest link, one entry per direction that must be crossed
+    one after the other, and which link that is."""
     K = row["workers"]
     up, down = message_sizes(row)
     if row["mode"] == "master":
-        pipes = {"head in": K * up, "head out": K * down}
-    elif up <= inline:
-        pipes = {"head in": K * up, "head out": K * K * up}
-    else:
-        pipes = {"worker out": (K - 1) * up, "worker in": (K - 1) * up}
-    name = max(pipes, key=pipes.get)
-    return pipes[name], name
+        return [K * up, K * down], "head in+out"
+    if up <= inline:
+        return [K * up, K * K * up], "head in+out"
+    return [(K - 1) * up], "worker out"
 
 
-def round_floor_s(row: dict, rate: str, delay: str, inline: int = INLINE_BYTES) -> dict:
+def round_floor_s(row: dict, rate: str, delay: str, inline: int = INLINE_BYTES,
+                  burst: int = BURST_BYTES) -> dict:
     """The physical floor of one round and its parts (seconds)."""
-    busiest, pipe = busiest_pipe_bytes(row, inline)
-    wire = busiest * 8.0 / rate_bits_per_s(rate)
+    legs, pipe = busiest_pipe_bytes(row, inline)
+    wire = sum(max(0.0, b - burst) for b in legs) * 8.0 / rate_bits_per_s(rate)
     latency = 4 * delay_seconds(delay)
     floor = wire + latency + row["compute_s"] + row["encode_s"]
-    return {"busiest_pipe": pipe, "busiest_bytes": busiest, "wire_s": wire,
+    return {"busiest_pipe": pipe, "busiest_bytes": sum(legs), "wire_s": wire,
             "latency_s": latency, "floor_s": floor}
 
 
