@@ -254,6 +254,10 @@ class QSGD(Codec):
         if scales.shape != (nb,):
             raise ValueError(f"scales must have shape ({nb},) for d={levels.size}, "
                              f"got {scales.shape}")
+        return self._apply_steps(levels, scales)
+
+    def _apply_steps(self, levels: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """Signed levels times the value of one level in their bucket, as float64."""
         out = levels.astype(np.float64)
         steps, factor = self._steps(scales)
         self._per_bucket(out, steps)
@@ -373,12 +377,7 @@ class QSGD(Codec):
             raise CodecError("dense qsgd body holds a negative zero level")
         signed_view = mags.dtype.str.replace("u", "i")  # |level| < 2**(bits - 1)
         levels = mags.view(signed_view) * (1 - 2 * negative.view(signed_view))
-        out = levels.astype(np.float64)
-        steps, factor = self._steps(scales)
-        self._per_bucket(out, steps)
-        if factor != 1:
-            out *= factor
-        return out
+        return self._apply_steps(levels, scales)
 
 
 def _dense_types(s: int) -> tuple[type, type]:
