@@ -102,13 +102,7 @@ def _ensure_ray(address: str | None) -> None:
 
 
 def _should_stop(settings: RunSettings, row: Any, t: int) -> bool:
-    value = row[settings.stopping_rule] if isinstance(row, dict) \
-        else getattr(row, settings.stopping_rule)
-    return bool(value <= settings.tol) or t >= settings.iterations
-
-
-def _converged(settings: RunSettings, record: RoundRecord) -> bool:
-    return bool(getattr(record, settings.stopping_rule) <= settings.tol)
+    return bool(_value(row, settings) <= settings.tol) or t >= settings.iterations
 
 
 def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
@@ -158,6 +152,7 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
 
 
 def _value(row: Any, settings: RunSettings) -> float:
+    """The stopping rule's quantity of a history row (a dict) or a RoundRecord."""
     return row[settings.stopping_rule] if isinstance(row, dict) \
         else getattr(row, settings.stopping_rule)
 
