@@ -141,23 +141,24 @@ def claim(table: pa.Table, dims, thresholds: dict) -> str:
             f"{np.ptp(values):.2f} across a {max(dims) // min(dims)}x range of d.")
 
 
-def _draw_success(ax, table: pa.Table, curves: pa.Table) -> None:
+def _plot_per_d(ax, table: pa.Table, name: str) -> None:
+    """One line of column ``name`` against n/d for each d."""
     ds = column(table, "d")
     for d in np.unique(ds):
         mask = ds == d
-        ax.plot(column(table, "n_over_d")[mask], column(table, "success_probability")[mask],
+        ax.plot(column(table, "n_over_d")[mask], column(table, name)[mask],
                 "o-", ms=3, label=f"d={d}")
+
+
+def _draw_success(ax, table: pa.Table, curves: pa.Table) -> None:
+    _plot_per_d(ax, table, "success_probability")
     ax.axhline(0.5, color="grey", lw=0.6, ls=":")
     plotting.finish(ax, "n / d", "P(rel_error < tol)", "success probability vs n/d",
                     logy=False)
 
 
 def _draw_errors(ax, table: pa.Table, curves: pa.Table) -> None:
-    ds = column(table, "d")
-    for d in np.unique(ds):
-        mask = ds == d
-        ax.plot(column(table, "n_over_d")[mask], column(table, "median_final_rel_error")[mask],
-                "o-", ms=3, label=f"d={d}")
+    _plot_per_d(ax, table, "median_final_rel_error")
     plotting.finish(ax, "n / d", "median final rel_error", "final error vs n/d")
 
 
