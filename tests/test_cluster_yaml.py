@@ -293,3 +293,13 @@ def test_emulated_cluster_actions_run_emulate_sh(monkeypatch):
         ["bash", script, "up", "--nodes", "4", "--rate", "10mbit"],
         ["bash", script, "submit", "--", "ray-relu", "fit", "--d", "30"],
         ["bash", script, "submit", "--working-dir", ".", "--", "python", "x.py"]]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(nodes=0), "nodes must be an integer >= 1"),
+    (dict(cluster_id=251), "cluster_id must be an integer in 0..250"),
+])
+def test_emulated_cluster_rejects_bad_arguments(kwargs, message):
+    from ray_relu.emulated import EmulatedCluster
+    with pytest.raises(ValueError, match=message):
+        EmulatedCluster(**kwargs)

@@ -228,6 +228,7 @@ def test_result_outputs(tmp_path):
     (dict(init=np.zeros(3)), r"init must have shape \(10,\)"),
     (dict(mode="all-to-all", downlink_codec="fp16"), "downlink_codec applies to mode='master'"),
     (dict(placement="random"), "placement must be one of"),
+    (dict(checkpoint_every=0), "checkpoint_every must be an integer >= 1"),
     (dict(codec="qsgd", codec_options={"levels": 0}), "levels"),
 ])
 def test_fit_rejects_bad_arguments(kwargs, message):
