@@ -1,9 +1,12 @@
 """Checkpoints: everything needed to continue a fit exactly where it stopped.
 
 A checkpoint taken after round ``t`` holds ``w_t``, the history rows ``0..t``, what
-round ``t + 1`` needs (the master's ``w_{t+1}``, or the K peer messages of round ``t``
-in all-to-all), and the run's fingerprint. There is no generator state to save: every
-random draw is keyed by (seed, t, k), so the seed and ``t`` are the RNG state.
+round ``t + 1`` needs in master mode (``w_{t+1}``, and how many bytes the master would
+have shipped for it, so that the resumed history counts the same traffic as an
+uninterrupted run; all-to-all workers replay round ``t`` from ``w_t``), and the run's
+fingerprint. Files from earlier versions also hold the K messages of round ``t``.
+There is no generator state to save: every random draw is keyed by (seed, t, k), so
+the seed and ``t`` are the RNG state.
 
 Files are NumPy ``.npz`` archives written atomically (temporary file, fsync,
 ``os.replace``), so a crash mid-write leaves the previous checkpoint intact.
@@ -35,7 +38,8 @@ class Checkpoint:
     fingerprint: dict
     converged: bool
     next_w: np.ndarray | None = None        # master: w_{t+1}
-    messages: list[bytes] | None = None     # all-to-all: the K messages of round t
+    next_bytes: int = 0                     # master: the downlink bytes of round t+1
+    messages: list[bytes] | None = None     # older all-to-all files: messages of round t
     replica_divergence: float = 0.0
     restarts: int = 0
 
@@ -45,7 +49,8 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     path = Path(path)
     meta = {"format": FORMAT_VERSION, "iteration": ckpt.iteration,
             "fingerprint": ckpt.fingerprint, "converged": ckpt.converged,
-            "replica_divergence": ckpt.replica_divergence, "restarts": ckpt.restarts}
+            "replica_divergence": ckpt.replica_divergence, "restarts": ckpt.restarts,
+            "next_bytes": ckpt.next_bytes}
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, ckpt.history.schema) as writer:
         writer.write_table(ckpt.history)
@@ -87,6 +92,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
                               history=history, fingerprint=meta["fingerprint"],
                               converged=bool(meta["converged"]),
                               next_w=np.array(z["next_w"]) if "next_w" in z else None,
+                              next_bytes=int(meta.get("next_bytes", 0)),
                               messages=messages,
                               replica_divergence=float(meta["replica_divergence"]),
                               restarts=int(meta.get("restarts", 0)))

@@ -17,6 +17,7 @@ from .settings import RunSettings, resolve, start_point
 from .worker import spawn_workers
 
 PLACEMENTS = ("pack", "spread")
+ROUTES = ("auto", "relay", "p2p")
 
 
 def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
@@ -26,7 +27,7 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100,
         resume: str | os.PathLike | None = None, downlink_codec: Any = None,
         placement: str = "pack", cpus_per_worker: float | None = None,
-        address: str | None = None,
+        route: str = "auto", address: str | None = None,
         on_round: Callable[[RoundRecord, list], None] | None = None) -> FitResult:
     """Fit the ReLU unit with distributed (quantized) SGD on Ray actors.
 
@@ -59,6 +60,13 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
         where possible).
     cpus_per_worker : CPUs each actor reserves; None: ``min(1, cluster CPUs / K)``.
         Set it to 1 on an autoscaling cluster so K > nodes asks for more nodes.
+    route : how all-to-all gradient messages travel. ``"p2p"``: they stay in the
+        sending worker's object store and peers pull them from there, so the driver's
+        link carries only refs and stats (what a multi-node cluster needs);
+        ``"relay"``: Ray inlines small messages into the calls through the driver
+        (cheapest on one machine). ``"auto"`` (default): ``"p2p"`` when the cluster
+        has more than one node or the driver's node has no CPUs, else ``"relay"``.
+        Master mode always relays: the driver is the aggregator.
     address : Ray address used when Ray is not initialized yet (None: start a local
         Ray; ``"auto"``: join the running cluster).
     on_round : called after every round with the round's record and the list of
@@ -73,6 +81,10 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
                        iterations=iterations, tol=tol, init=init, seed=seed,
                        downlink_codec=downlink_codec)
     placement = check_choice("placement", placement, PLACEMENTS)
+    route = check_choice("route", route, ROUTES)
+    if route == "p2p" and settings.mode != "all-to-all":
+        raise ValueError("route='p2p' applies to mode='all-to-all' only (in master mode "
+                         f"the driver aggregates every gradient); got mode={settings.mode!r}")
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
     state = None
     if resume is not None:
@@ -85,8 +97,10 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
     K = settings.workers
     cpus = cpus_per_worker if cpus_per_worker is not None else \
         min(1.0, ray.cluster_resources().get("CPU", 1.0) / K)
+    peer_to_peer = settings.mode == "all-to-all" and (
+        route == "p2p" or (route == "auto" and _multi_node()))
     actors = spawn_workers(settings.source, K, settings.plan, num_cpus=cpus,
-                           spread=placement == "spread")
+                           spread=placement == "spread", peer_to_peer=peer_to_peer)
     try:
         return _run(settings, actors, state, progress, checkpoint, checkpoint_every,
                     on_round)
@@ -101,6 +115,15 @@ def _ensure_ray(address: str | None) -> None:
                  configure_logging=False, log_to_driver=True)
 
 
+def _multi_node() -> bool:
+    """More than one live node, or a driver's node without CPUs (workers run elsewhere)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    here = ray.get_runtime_context().get_node_id()
+    local_cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes
+                     if n.get("NodeID") == here)
+    return len(nodes) > 1 or local_cpus == 0
+
+
 def _should_stop(settings: RunSettings, row: Any, t: int) -> bool:
     return bool(_value(row, settings) <= settings.tol) or t >= settings.iterations
 
@@ -108,8 +131,12 @@ def _should_stop(settings: RunSettings, row: Any, t: int) -> bool:
 def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
          progress: bool, checkpoint: Any, checkpoint_every: int,
          on_round: Callable | None) -> FitResult:
-    cls = MasterCoordinator if settings.mode == "master" else AllToAllCoordinator
-    coord = cls(actors, settings.plan, settings.step_size, settings.source.w_star)
+    if settings.mode == "master":
+        coord = MasterCoordinator(actors, settings.plan, settings.step_size,
+                                  settings.source.w_star)
+    else:
+        coord = AllToAllCoordinator(actors, settings.plan, settings.step_size,
+                                    settings.source.w_star, last_round=settings.iterations)
     if state is None:
         rows = [coord.start(0, start_point(settings))]
         t = 0
@@ -118,9 +145,9 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
         rows = state.history.to_pylist()
         coord.restarts = state.restarts
         if settings.mode == "master":
-            coord.resume(state.w, state.next_w)
+            coord.resume(state.w, state.next_w, state.next_bytes)
         else:
-            coord.resume(t, state.w, state.messages)
+            coord.resume(t, state.w)
     bar = _progress_bar(progress, settings.iterations, t)
     try:
         while True:
@@ -162,7 +189,7 @@ def _save(path, settings, coord, t, rows, converged, divergence) -> None:
     ckpt_io.save(path, ckpt_io.Checkpoint(
         iteration=t, w=coord.current_w(), history=history_table(rows),
         fingerprint=settings.fingerprint(), converged=bool(converged),
-        next_w=extra.get("next_w"), messages=extra.get("messages"),
+        next_w=extra.get("next_w"), next_bytes=extra.get("next_bytes", 0),
         replica_divergence=divergence or 0.0, restarts=coord.restarts))
 
 

@@ -1,19 +1,23 @@
 """``ShardWorker``: the Ray actor that owns one shard of the data.
 
 A worker builds its shard where it runs (from the problem's parameters, or by reading
-its rows of a Parquet file), keeps a replica of ``w``, and in each round:
+its rows of a Parquet file), keeps a replica of ``w``, and in each round ``t``:
 
 1. brings its replica to ``w_t`` from what the coordinator sends (``kind``):
-   ``"set"`` (an encoded ``w``), ``"moment"`` (the K encoded moment sums),
-   ``"delta"`` (an encoded update from the master) or ``"peers"`` (the K encoded
-   gradients of the previous round, all-to-all);
+   ``"set"`` (an encoded ``w_t``), ``"moment"`` (the K encoded moment sums),
+   ``"delta"`` (an encoded update from the master) or ``"peers"`` (the encoded
+   gradients of round ``t - 1`` of the K - 1 other workers; the worker adds its own,
+   which it kept, so its own message never travels back to it);
 2. evaluates loss and gradient on its mini-batch of iteration ``t`` at ``w_t``;
 3. encodes the gradient and returns the bytes, which Ray keeps in the object store.
 
-Steps 1 and 2 are one actor call, so an iteration costs one round trip.
+Steps 1 to 3 are one actor call, so an iteration costs one call per worker.
 
 Everything random is keyed by (seed, t, k), so a worker restarted after a crash rebuilds
-its shard and, given its replica back (``recovery``), produces the very same bytes.
+its shard and, given ``w_c`` of some earlier round (``"set"``) and the rounds after it,
+produces the very same bytes again. The last few replicas are kept
+(:meth:`ShardWorker.replica_at`), because the coordinator submits rounds ahead and
+asks for ``w_t`` after the worker may have moved on.
 """
 
 from __future__ import annotations
@@ -34,16 +38,19 @@ from .model import moment_sum
 from .settings import WorkerPlan
 
 UPDATE_KINDS = ("set", "moment", "delta", "peers")
+# Replicas a worker keeps, newest first: more than the rounds a coordinator submits ahead.
+KEPT_REPLICAS = 8
 
 
 class ReplicaLost(RuntimeError):
-    """A worker was restarted and has no replica of ``w`` to update; send recovery."""
+    """A worker does not hold the replica a call needs (it was restarted, or the
+    replica is too old); the coordinator replays from a snapshot."""
 
 
 class RoundStats(NamedTuple):
     """What a worker reports with each gradient message.
 
-    It travels packed into 49 bytes (:meth:`pack`): Ray hands ``bytes`` over as they
+    It travels packed into 48 bytes (:meth:`pack`): Ray hands ``bytes`` over as they
     are, whereas a dict would be pickled by every worker and unpickled by the driver,
     every round.
     """
@@ -54,10 +61,9 @@ class RoundStats(NamedTuple):
     rel_error: float       # ||w_t - w*|| / ||w*|| of this replica (NaN: w* unknown)
     rel_change: float      # ||w_t - w_{t-1}|| / ||w_{t-1}|| (NaN: no previous w)
     received_bytes: int    # bytes that reached this worker from elsewhere this round
-    recovered: bool        # the replica was rebuilt from recovery data this round
 
     def pack(self) -> bytes:
-        """The 49-byte wire form."""
+        """The 48-byte wire form."""
         return _STATS.pack(*self)
 
     @classmethod
@@ -66,7 +72,7 @@ class RoundStats(NamedTuple):
         return cls(*_STATS.unpack(buf))
 
 
-_STATS = struct.Struct("<5dq?")
+_STATS = struct.Struct("<5dq")
 
 
 class ShardWorker:
@@ -81,6 +87,8 @@ class ShardWorker:
         self.exact = FullPrecision("float64")
         self.w: np.ndarray | None = None
         self.t = -1
+        self.own: bytes | None = None           # this worker's message of round t
+        self.kept: dict[int, np.ndarray] = {}   # round -> replica, the last few
 
     def info(self) -> dict:
         """Where this worker runs and what it holds (for placement checks and logs)."""
@@ -92,78 +100,64 @@ class ShardWorker:
         """This shard's ``sum_i y_i x_i``, encoded exactly (float64)."""
         return self.exact.encode(moment_sum(self.X, self.y))
 
-    def replica(self) -> np.ndarray:
-        """The current replica of ``w`` (a copy travels through the object store)."""
-        if self.w is None:
-            raise ReplicaLost(f"worker {self.k} has no replica yet")
-        return self.w
+    def replica_at(self, t: int | None = None) -> np.ndarray:
+        """The replica ``w_t`` (the newest one when ``t`` is None)."""
+        t = self.t if t is None else t
+        if t not in self.kept:
+            raise ReplicaLost(f"worker {self.k} holds no replica of iteration {t} "
+                              f"(it is at iteration {self.t})")
+        return self.kept[t]
 
-    def replica_message(self) -> bytes:
-        """The current replica, encoded exactly: a snapshot peers can recover from."""
-        return self.exact.encode(self.replica())
+    def replica_message(self, t: int) -> bytes:
+        """``w_t`` encoded exactly: a snapshot the coordinator can replay from."""
+        return self.exact.encode(self.replica_at(t))
 
     @ray.method(num_returns=2)
     def advance(self, round_: tuple, *payload: bytes) -> tuple[bytes, bytes]:
         """Bring the replica to ``w_t`` (see module doc), then evaluate and encode.
 
-        ``round_`` is ``(t, kind, step_size, recovery)``, one argument rather than four
-        because Ray serializes each call argument separately (about 20 us apiece on
-        the driver, every worker, every round). ``payload`` holds the message(s) of
+        ``round_`` is ``(t, kind, step_size)``, one argument rather than three because
+        Ray serializes each call argument separately (about 20 us apiece on the
+        driver, every worker, every round). ``payload`` holds the message(s) of
         ``kind``; refs among them are resolved by Ray before the call. Returns the
-        encoded gradient and the packed :class:`RoundStats`.
-
-        ``recovery`` is None, or ``[(snapshot_kind, snapshot_refs, rounds)]`` that
-        rebuilds ``w_{t-1}`` after a restart: a snapshot of ``w_c`` (``"set"`` with one
-        encoded ``w``, or ``"moment"`` with the K moment messages) and, in ``rounds``,
-        ``(step_size, refs)`` of the peer messages of rounds ``c .. t-2``. Its refs are
-        nested, so Ray fetches none of them unless they are needed.
+        encoded gradient and the packed :class:`RoundStats`. Raises
+        :class:`ReplicaLost` when ``kind`` updates a replica this worker does not hold.
         """
-        t, kind, step_size, recovery = round_
+        t, kind, step_size = round_
         start = time.perf_counter()
-        previous, recovered = self.w, False
         if kind == "set":
             w = self.exact.decode(payload[0])
         elif kind == "moment":
             w = algorithm.moment_start([self.exact.decode(p) for p in payload], self.plan.n)
         else:
-            if self.t != t - 1:
-                if recovery is None:
-                    raise ReplicaLost(f"worker {self.k} holds iteration {self.t}, "
-                                      f"round {t} needs {t - 1}")
-                self._recover(t - 1, recovery)
-                previous, recovered = self.w, True
+            if self.t != t - 1 or self.w is None:
+                raise ReplicaLost(f"worker {self.k} holds iteration {self.t}, "
+                                  f"round {t} needs {t - 1}")
             if kind == "delta":
                 w = self.w + self.downlink.decode(payload[0])
             else:
-                w = self._apply_peers(self.w, step_size, payload)
-        self.w, self.t = w, t
+                messages = list(payload)
+                messages.insert(self.k, self.own)
+                grads = [self.codec.decode(m) for m in messages]
+                w = algorithm.sgd_step(self.w, algorithm.average(grads, self.plan.weights),
+                                       step_size)
+        self._keep(t, w)
         decode_s = time.perf_counter() - start
-        # Bytes that reached this worker from elsewhere (its own message excluded).
-        if kind in ("moment", "peers"):
-            received = sum(len(p) for j, p in enumerate(payload) if j != self.k)
-        else:
-            received = len(payload[0])
-        message, stats = self._evaluate(t, previous, decode_s, received, recovered)
+        # Bytes that reached this worker from elsewhere: everything it was sent, except
+        # the moment sum it computed itself.
+        received = sum(len(p) for j, p in enumerate(payload)
+                       if not (kind == "moment" and j == self.k))
+        message, stats = self._evaluate(t, decode_s, received)
+        self.own = message
         return message, stats.pack()
 
-    def _apply_peers(self, w: np.ndarray, step_size: float, messages) -> np.ndarray:
-        grads = [self.codec.decode(m) for m in messages]
-        return algorithm.sgd_step(w, algorithm.average(grads, self.plan.weights), step_size)
-
-    def _recover(self, t: int, recovery: Any) -> None:
-        kind, refs, rounds = recovery[0]
-        messages = ray.get(refs)
-        if kind == "set":
-            w = self.exact.decode(messages[0])
-        else:
-            w = algorithm.moment_start([self.exact.decode(m) for m in messages],
-                                       self.plan.n)
-        for step_size, refs in rounds:
-            w = self._apply_peers(w, step_size, ray.get(refs))
+    def _keep(self, t: int, w: np.ndarray) -> None:
         self.w, self.t = w, t
+        self.kept[t] = w
+        for old in [r for r in self.kept if r <= t - KEPT_REPLICAS or r > t]:
+            del self.kept[old]     # too old, or from a timeline a replay has replaced
 
-    def _evaluate(self, t: int, previous: np.ndarray | None, decode_s: float,
-                  received: int, recovered: bool) -> tuple[bytes, RoundStats]:
+    def _evaluate(self, t: int, decode_s: float, received: int) -> tuple[bytes, RoundStats]:
         t0 = time.perf_counter()
         idx = algorithm.batch_indices(self.plan.seed, t, self.k, len(self.y),
                                       self.plan.batch_rows[self.k])
@@ -171,27 +165,40 @@ class ShardWorker:
         t1 = time.perf_counter()
         message = algorithm.encode_gradient(self.codec, g, self.plan.seed, t, self.k)
         t2 = time.perf_counter()
+        previous = self.kept.get(t - 1)
         stats = RoundStats(
             loss=loss, compute_s=t1 - t0, encode_s=t2 - t1 + decode_s,
             rel_error=self.rel_error(self.w),
             rel_change=(algorithm.relative_change(self.w, previous)
                         if previous is not None else float("nan")),
-            received_bytes=received, recovered=recovered)
+            received_bytes=received)
         return message, stats
 
 
+# In peer-to-peer routing a worker's returns above this size go to its node's object
+# store instead of into the reply to the driver (Ray's default limit is 100 KiB), so
+# peers pull gradient messages from the sender's node and the driver's link carries
+# only the 48-byte stats and the refs. Below it a message costs about what a ref does.
+P2P_INLINE_BYTES = 256
+
+
 def spawn_workers(source: DataSource, K: int, plan: WorkerPlan, *, num_cpus: float,
-                  spread: bool = False) -> list:
+                  spread: bool = False, peer_to_peer: bool = False) -> list:
     """Start ``K`` restartable ``ShardWorker`` actors; each builds its own shard.
 
     Actors restart after a crash (``max_restarts=-1``); tasks are not retried by Ray,
     because a restarted worker first needs its replica back, which the coordinator
-    sends when it resubmits the round.
+    sends when it replays the rounds. ``peer_to_peer`` keeps the workers' gradient
+    messages in their own nodes' object stores (see ``P2P_INLINE_BYTES``).
     """
     options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": -1,
                                "max_task_retries": 0}
     if spread:
         options["scheduling_strategy"] = "SPREAD"
+    if peer_to_peer:
+        # Ray reads its config from RAY_* variables when a worker process starts.
+        options["runtime_env"] = {"env_vars": {
+            "RAY_max_direct_call_object_size": str(P2P_INLINE_BYTES)}}
     remote_cls = ray.remote(ShardWorker).options(**options)
     # The source is small (parameters or a path): each actor, and each restart of
     # it, rebuilds its shard from it.

@@ -168,9 +168,10 @@ def test_fp32_master_bytes_match_the_codec(cluster):
     grad = len(get_codec("fp32").encode(np.zeros(d)))
     exact = len(FullPrecision("float64").encode(np.zeros(d)))
     T = out["summary"]["iterations"]
-    # Round 0 also carries the K moment sums (fp64) up; every round ships w (fp64) down.
+    # Round 0 also carries the K moment sums (fp64) up; w_0 goes down in fp64, then
+    # w_t in the shorter exact form: w itself or the K - 1 others' gradient messages.
     assert h["bytes_up"] == [K * (exact + grad)] + [K * grad] * T
-    assert h["bytes_down"] == [K * exact] * (T + 1)
+    assert h["bytes_down"] == [K * exact] + [min(K * exact, (K - 1) * K * grad)] * T
     assert h["bytes_peer"] == [0] * (T + 1)
 
 
@@ -179,6 +180,7 @@ def test_qsgd_all_to_all_bytes_match_the_codec(cluster):
     previous round, recomputed here from the same iterates (single-process reference)."""
     from ray_relu import algorithm
     from ray_relu.codecs import FullPrecision
+    from ray_relu.coordinator import SNAPSHOT_EVERY, SNAPSHOT_LAG
     from ray_relu.model import PlantedReLU
     from ray_relu.reference import sgd
     from ray_relu.settings import resolve
@@ -204,7 +206,11 @@ def test_qsgd_all_to_all_bytes_match_the_codec(cluster):
     moment = len(FullPrecision("float64").encode(np.zeros(d)))
     expected = [(K - 1) * K * moment] + [(K - 1) * sum(row) for row in sizes]
     assert h["bytes_peer"] == expected
-    assert h["bytes_up"] == h["bytes_down"] == [0] * (T + 1)
+    assert h["bytes_down"] == [0] * (T + 1)
+    # Up: only the driver's recovery snapshots of worker 0's replica (exact w), asked
+    # for at round 0 (the moment sums live on the workers) and every SNAPSHOT_EVERY.
+    snapshots = {c + SNAPSHOT_LAG for c in range(0, T + 1, SNAPSHOT_EVERY)}
+    assert h["bytes_up"] == [moment if t in snapshots else 0 for t in range(T + 1)]
     fp32_peer = (K - 1) * K * len(FullPrecision("float32").encode(np.zeros(d)))
     print(f"\nqsgd s={levels} all-to-all: {T} rounds, mean peer bytes/round "
           f"{np.mean(expected[1:]):.0f} vs fp32 {fp32_peer} "
@@ -228,6 +234,14 @@ def test_bytes_on_the_links_match_the_history(cluster, mode):
         into, outof = h["bytes_down"] / K, h["bytes_up"] / K
     else:                       # each worker gets the K-1 others' messages, sends its own
         into = outof = h["bytes_peer"] / K      # to K-1 hosts: the same total
+        # Peer to peer: no gradient crosses the head's link, only refs, stats and the
+        # one recovery snapshot of w (bytes_up), against ~24 MB of peer traffic.
+        head_in = after["rr-node0"][0] - before["rr-node0"][0]
+        head_out = after["rr-node0"][1] - before["rr-node0"][1]
+        assert head_in <= 1.1 * h["bytes_up"] + 1e6, (head_in, h)
+        assert head_out <= 1e6, (head_out, h)
+        print(f"\nhead link: in {head_in:,} B (snapshot {h['bytes_up']:,} B), "
+              f"out {head_out:,} B; peer bytes {h['bytes_peer']:,} B")
     report = []
     for host in WORKER_HOSTS:
         got = after[host][0] - before[host][0]

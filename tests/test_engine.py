@@ -17,6 +17,9 @@ from ray_relu.result import DETERMINISTIC_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 MODES = ("master", "all-to-all")
+# Every engine path: all-to-all messages relayed through the driver (one node's
+# default) or kept in the senders' object stores and pulled by the peers.
+PATHS = [("master", "auto"), ("all-to-all", "relay"), ("all-to-all", "p2p")]
 
 
 def columns(table, names=DETERMINISTIC_COLUMNS):
@@ -46,12 +49,12 @@ def test_fp64_fit_matches_single_process_reference(mode, K, batch_size):
     assert result.replica_divergence == 0.0
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_qsgd_fit_matches_reference_draw_for_draw(mode):
+@pytest.mark.parametrize("mode, route", PATHS)
+def test_qsgd_fit_matches_reference_draw_for_draw(mode, route):
     problem = PlantedReLU(d=30, n=240, seed=1)
     kwargs = dict(codec="qsgd", codec_options={"levels": 2}, workers=2, batch_size=40,
                   iterations=25, seed=9)
-    result = fit(problem, mode=mode, tol=0.0, progress=False, **kwargs)
+    result = fit(problem, mode=mode, route=route, tol=0.0, progress=False, **kwargs)
     ref = sgd(problem, **kwargs)
     np.testing.assert_allclose(np.asarray(result.history.column("rel_error")),
                                np.asarray(ref.history.column("rel_error")), atol=1e-12)
@@ -78,7 +81,12 @@ def test_bytes_are_the_real_message_sizes(codec):
     up, down = np.asarray(master.history.column("bytes_up")), \
         np.asarray(master.history.column("bytes_down"))
     assert np.all(up[1:] == K * message)
-    assert np.all(down == K * w_message)
+    # w_0 goes down in float64; then w_t in whichever exact form is shorter: w itself,
+    # or the K - 1 other workers' gradient messages (fp16: 2 x 141 < 441 bytes).
+    assert down[0] == K * w_message
+    relayed = (K - 1) * K * message
+    assert np.all(down[1:] == min(K * w_message, relayed))
+    assert (relayed < K * w_message) == (codec == "fp16")
     assert up[0] == K * message + K * w_message  # moment sums (float64) go up first
     a2a = fit(problem, codec=codec, workers=K, mode="all-to-all", iterations=5, tol=0,
               progress=False)
@@ -131,12 +139,13 @@ def _kill(how):
     return on_round
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode, route", PATHS)
 @pytest.mark.parametrize("how", ["sigkill", "ray.kill"])
-def test_killed_worker_restarts_and_the_history_is_unchanged(mode, how):
+def test_killed_worker_restarts_and_the_history_is_unchanged(mode, route, how):
     problem = PlantedReLU(d=20, n=300, noise=0.1, seed=4)
     common = dict(codec="qsgd", codec_options={"levels": 2}, workers=3, mode=mode,
-                  batch_size=30, iterations=12, tol=0, seed=3, progress=False)
+                  route=route, batch_size=30, iterations=12, tol=0, seed=3,
+                  progress=False)
     calm = fit(problem, **common)
     hit = fit(problem, on_round=_kill(how), **common)
     assert hit.restarts >= 1
@@ -145,11 +154,11 @@ def test_killed_worker_restarts_and_the_history_is_unchanged(mode, how):
     assert hit.replica_divergence == 0.0
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_resume_continues_exactly(tmp_path, mode):
+@pytest.mark.parametrize("mode, route", PATHS)
+def test_resume_continues_exactly(tmp_path, mode, route):
     problem = PlantedReLU(d=25, n=200, noise=0.05, seed=6)
     common = dict(codec="qsgd", codec_options={"levels": 2}, workers=2, mode=mode,
-                  batch_size=40, tol=0, seed=1, progress=False)
+                  route=route, batch_size=40, tol=0, seed=1, progress=False)
     path = tmp_path / "ck.npz"
     first = fit(problem, iterations=12, checkpoint=path, checkpoint_every=5, **common)
     assert first.iterations == 12 and path.exists()
@@ -254,3 +263,94 @@ def test_fp16_both_ways_converges_far_below_the_half_range():
     result = fit(problem, codec="fp16", downlink_codec="fp16", workers=2, tol=1e-10,
                  iterations=3000, progress=False)
     assert result.converged and result.rel_error <= 1e-10
+
+
+@pytest.mark.parametrize("peer_to_peer", [False, True])
+def test_peer_to_peer_messages_stay_in_the_senders_object_store(peer_to_peer):
+    """p2p: a message above the inline limit is stored on the sender's node (Ray knows
+    where), so peers pull it from there; relayed, it is inlined into the driver."""
+    from ray_relu.settings import resolve
+    from ray_relu.worker import P2P_INLINE_BYTES, spawn_workers
+    settings = resolve(PlantedReLU(d=100, n=200, seed=0), codec="fp32", workers=2,
+                       mode="all-to-all")
+    workers = spawn_workers(settings.source, 2, settings.plan, num_cpus=0.5,
+                            peer_to_peer=peer_to_peer)
+    try:
+        w0 = get_codec("fp64").encode(np.zeros(100))
+        message_ref, stats_ref = workers[0].advance.remote((0, "set", 0.0), w0)
+        stats = ray.get(stats_ref)
+        assert len(stats) < P2P_INLINE_BYTES < len(ray.get(message_ref))
+        where = ray.experimental.get_object_locations([message_ref, stats_ref])
+        assert bool(where[message_ref]["node_ids"]) == peer_to_peer
+        assert not where[stats_ref]["node_ids"]     # the small stats are always inlined
+    finally:
+        for wk in workers:
+            ray.kill(wk, no_restart=True)
+
+
+def test_peer_to_peer_recovers_large_messages_exactly():
+    problem = PlantedReLU(d=100, n=600, noise=0.1, seed=4)
+    common = dict(codec="fp32", workers=3, mode="all-to-all", batch_size=60,
+                  iterations=12, tol=0, seed=3, progress=False)
+    relayed = fit(problem, route="relay", **common)
+    hit = fit(problem, route="p2p", on_round=_kill("sigkill"), **common)
+    assert hit.restarts >= 1
+    assert_same_history(relayed, hit)
+    np.testing.assert_array_equal(relayed.w, hit.w)
+
+
+def test_route_p2p_is_for_all_to_all_only():
+    with pytest.raises(ValueError, match="route='p2p' applies to mode='all-to-all'"):
+        fit(PlantedReLU(d=10, n=100), route="p2p", progress=False)
+    with pytest.raises(ValueError, match="route must be one of"):
+        fit(PlantedReLU(d=10, n=100), route="direct", progress=False)
+
+
+@pytest.mark.parametrize("route", ["relay", "p2p"])
+def test_rounds_ahead_stop_exactly_where_tol_is_met(route):
+    """All-to-all submits rounds ahead of the driver; the fit must still end at the
+    first round that meets tol, with that round's w (not a later one's)."""
+    problem = PlantedReLU(d=30, n=240, seed=5)
+    kwargs = dict(codec="qsgd", codec_options={"levels": 4}, workers=2, batch_size=40,
+                  iterations=400, tol=1e-3, seed=2)
+    ref = sgd(problem, **kwargs)
+    stop = ref.history.num_rows - 1
+    assert 5 < stop < 400                   # tol, not the iteration cap, ended it
+    result = fit(problem, mode="all-to-all", route=route, progress=False, **kwargs)
+    assert result.converged and result.iterations == stop
+    assert result.history.num_rows == stop + 1
+    np.testing.assert_allclose(np.asarray(result.history.column("rel_error")),
+                               np.asarray(ref.history.column("rel_error")), atol=1e-12)
+    np.testing.assert_allclose(result.w, ref.iterates[-1], rtol=0, atol=1e-12)
+    assert result.replica_divergence == 0.0
+
+
+def _kill_at(rounds, victims):
+    """SIGKILL ``victims[i]`` after round ``rounds[i]`` (restart recovers it)."""
+    plan = dict(zip(rounds, victims))
+
+    def on_round(record, workers):
+        if record.iteration in plan:
+            os.kill(ray.get(workers[plan[record.iteration]].info.remote())["pid"],
+                    signal.SIGKILL)
+    return on_round
+
+
+@pytest.mark.parametrize("route", ["relay", "p2p"])
+def test_replays_from_rotated_snapshots_are_exact(monkeypatch, route):
+    """Snapshots every 8 rounds, adopted SNAPSHOT_LAG rounds later: kill worker 0 (whose
+    replica the snapshots are) while one is pending and right after one was adopted,
+    and another worker later; every replay must rebuild the same history."""
+    from ray_relu import coordinator
+    monkeypatch.setattr(coordinator, "SNAPSHOT_EVERY", 8)
+    problem = PlantedReLU(d=20, n=300, noise=0.1, seed=4)
+    common = dict(codec="qsgd", codec_options={"levels": 2}, workers=3,
+                  mode="all-to-all", route=route, batch_size=30, iterations=40, tol=0,
+                  seed=3, progress=False)
+    calm = fit(problem, **common)
+    lag = coordinator.SNAPSHOT_LAG
+    hit = fit(problem, on_round=_kill_at([9, 16 + lag, 29], [0, 0, 2]), **common)
+    assert hit.restarts >= 3
+    assert_same_history(calm, hit)
+    np.testing.assert_array_equal(calm.w, hit.w)
+    assert hit.replica_divergence == 0.0

@@ -59,9 +59,9 @@ def test_qsgd_s1_reaches_1e6_with_10x_fewer_gradient_bytes():
 
     Compared: all-to-all **peer bytes** per iteration, over the whole run to 1e-6. In
     all-to-all mode every byte on the wire is an encoded gradient, so this is the total
-    traffic, like for like. Master mode's total is not compared: its downlink ships the
-    full-precision w whatever the gradient codec (identical for both); its **uplink**
-    carries the same messages as the peer traffic, checked over 20 rounds."""
+    traffic, like for like. In master mode (20 rounds) the **uplink** carries the same
+    messages as the peer traffic, and the exact downlink follows them: the driver ships
+    the K - 1 others' QSGD messages instead of w whenever they are shorter."""
     result = quantization(d=D_BYTES, workers=4, batch_size=None, codecs=("fp32", "qsgd:1"),
                           modes=("all-to-all",), iterations=3000, tol=1e-6, target=1e-6,
                           seed=0)
@@ -76,7 +76,7 @@ def test_qsgd_s1_reaches_1e6_with_10x_fewer_gradient_bytes():
     uplink = {c: h.column("bytes_up").to_numpy()[1:].mean() for c, h in up.items()}
     assert uplink["qsgd"] * 10 <= uplink["fp32"], uplink
     down = {c: h.column("bytes_down").to_numpy()[1:].mean() for c, h in up.items()}
-    assert down["qsgd"] == down["fp32"]
+    assert down["qsgd"] * 10 <= down["fp32"], down
 
 
 @pytest.mark.parametrize("d, options, batch_size, K", [
