@@ -46,6 +46,7 @@ from ray.exceptions import ObjectLostError, RayActorError
 
 from . import algorithm
 from .codecs import FullPrecision, get_codec
+from .codecs.base import HEADER_SIZE
 from .settings import WorkerPlan
 from .worker import ReplicaLost, RoundStats
 
@@ -157,9 +158,9 @@ class MasterCoordinator(_Coordinator):
         record.wall_s = time.perf_counter() - begin
         return record
 
-    def _set(self, w: np.ndarray, encoded: bytes | None = None) -> None:
+    def _set(self, w: np.ndarray) -> None:
         self.w = w
-        encoded = self.exact.encode(w) if encoded is None else encoded
+        encoded = self.exact.encode(w)
         self._ship("set", [[_shipped(encoded)]] * self.K, self.K * len(encoded))
 
     def _ship(self, kind: str, payloads: list, total_bytes: int) -> None:
@@ -194,14 +195,13 @@ class MasterCoordinator(_Coordinator):
     def _ship_exact(self, w_next: np.ndarray, messages: list[bytes]) -> None:
         """Ship ``w_{t+1}`` exactly, in whichever form moves fewer bytes: ``w`` in
         float64 to every worker, or to each worker the others' gradient messages."""
-        encoded = self.exact.encode(w_next)
         relayed = (self.K - 1) * sum(len(m) for m in messages)
-        if relayed < self.K * len(encoded):
+        if relayed < self.K * (HEADER_SIZE + w_next.nbytes):   # = len(exact.encode(w))
             self.w = w_next
             shipped = [_shipped(m) for m in messages]
             self._ship("peers", [_others(shipped, k) for k in range(self.K)], relayed)
         else:
-            self._set(w_next, encoded)
+            self._set(w_next)
 
     def _collect(self, t: int, pending: list) -> tuple[list[RoundStats], list[bytes]]:
         """The K stats and messages of round ``t``; a failed task is resubmitted to its

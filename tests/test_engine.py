@@ -93,7 +93,12 @@ def test_bytes_are_the_real_message_sizes(codec):
     peer = np.asarray(a2a.history.column("bytes_peer"))
     assert peer[0] == K * (K - 1) * w_message   # moment sums exchanged
     assert np.all(peer[1:] == K * (K - 1) * message)
-    assert np.all(np.asarray(a2a.history.column("bytes_up")) == 0)
+    # Up: only the driver's recovery snapshot of w, asked for at round 0 (the moment
+    # sums live on the workers) and adopted SNAPSHOT_LAG rounds later.
+    from ray_relu.coordinator import SNAPSHOT_LAG
+    expected_up = np.zeros(6, dtype=np.int64)
+    expected_up[SNAPSHOT_LAG] = w_message
+    np.testing.assert_array_equal(np.asarray(a2a.history.column("bytes_up")), expected_up)
 
 
 def test_qsgd_moves_far_fewer_bytes_than_fp32():
