@@ -110,9 +110,13 @@ class _Coordinator:
     def _weighted(self, values: list[float]) -> float:
         return float(sum(wk * v for wk, v in zip(self.plan.weights, values)))
 
-    def replicas(self) -> list[np.ndarray]:
-        """Every worker's replica ``w_t`` of the last recorded round (divergence checks)."""
-        return ray.get([wk.replica_at.remote(self.t) for wk in self.workers])
+    def replica_divergence(self) -> float:
+        """``max_k max_i |w_t^(k) - w_t^(0)|`` over the workers' replicas of the last
+        recorded round. Worker 0's replica goes to the others, which compare: replicas
+        never cross the driver's link (on a cluster, K x 8d bytes would)."""
+        ref = self.workers[0].replica_at.remote(self.t)
+        return max(ray.get([wk.max_abs_difference.remote(self.t, ref)
+                            for wk in self.workers[1:]]), default=0.0)
 
     def _give_up(self, t: int, attempt: int, exc: Exception) -> None:
         if attempt >= MAX_RESUBMITS:

@@ -171,8 +171,7 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
             bar.close()
     converged = _value(rows[-1], settings) <= settings.tol
     w = coord.current_w()
-    replicas = coord.replicas()
-    divergence = float(max(np.max(np.abs(r - replicas[0])) for r in replicas))
+    divergence = coord.replica_divergence()
     if checkpoint is not None:
         _save(checkpoint, settings, coord, t, rows, converged, divergence)
     return _result(settings, w, t, converged, divergence, history_table(rows), coord.restarts)

@@ -108,6 +108,10 @@ class ShardWorker:
                               f"(it is at iteration {self.t})")
         return self.kept[t]
 
+    def max_abs_difference(self, t: int, other: np.ndarray) -> float:
+        """``max_i |w_t[i] - other[i]|``: how far this replica is from another one."""
+        return float(np.max(np.abs(self.replica_at(t) - other)))
+
     def replica_message(self, t: int) -> bytes:
         """``w_t`` encoded exactly: a snapshot the coordinator can replay from."""
         return self.exact.encode(self.replica_at(t))

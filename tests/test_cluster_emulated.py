@@ -234,14 +234,15 @@ def test_bytes_on_the_links_match_the_history(cluster, mode):
         into, outof = h["bytes_down"] / K, h["bytes_up"] / K
     else:                       # each worker gets the K-1 others' messages, sends its own
         into = outof = h["bytes_peer"] / K      # to K-1 hosts: the same total
-        # Peer to peer: no gradient crosses the head's link, only refs, stats and the
-        # one recovery snapshot of w (bytes_up), against ~24 MB of peer traffic.
+        # Peer to peer: no gradient crosses the head's link (~26 MB of peer traffic),
+        # only refs and stats, the recovery snapshot of w (bytes_up), the result w,
+        # and Ray's own job and control traffic (~1 MB measured).
         head_in = after["rr-node0"][0] - before["rr-node0"][0]
         head_out = after["rr-node0"][1] - before["rr-node0"][1]
-        assert head_in <= 1.1 * h["bytes_up"] + 1e6, (head_in, h)
-        assert head_out <= 1e6, (head_out, h)
-        print(f"\nhead link: in {head_in:,} B (snapshot {h['bytes_up']:,} B), "
-              f"out {head_out:,} B; peer bytes {h['bytes_peer']:,} B")
+        print(f"\nhead link: in {head_in:,} B (snapshot {h['bytes_up']:,} B, result w "
+              f"400,041 B), out {head_out:,} B; peer bytes {h['bytes_peer']:,} B")
+        assert head_in <= h["bytes_up"] + 400_041 + 1.5e6, (head_in, h)
+        assert head_out <= 1.5e6, (head_out, h)
     report = []
     for host in WORKER_HOSTS:
         got = after[host][0] - before[host][0]
