@@ -61,3 +61,23 @@ def test_fit_can_still_be_replaced_like_a_plain_attribute(monkeypatch):
     assert ray_relu.fit == "stand-in"
     monkeypatch.undo()
     assert ray_relu.fit is fit
+
+
+def _readme_python() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 1, f"README.md should have one python example, found {len(blocks)}"
+    return blocks[0]
+
+
+def test_readme_python_example_runs_as_written(ray_session, tmp_path, monkeypatch, capsys):
+    import matplotlib
+    matplotlib.use("Agg")                 # the example plots; no window in a test
+    monkeypatch.chdir(tmp_path)           # it writes history.parquet to the working dir
+    namespace: dict = {}
+    exec(compile(_readme_python(), "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.converged and result.rel_error <= 1e-6
+    assert (tmp_path / "history.parquet").is_file()
+    printed = capsys.readouterr().out
+    assert printed.startswith("FitResult(converged=True")
+    assert "iteration  " in printed and "rel_error" in printed
