@@ -199,26 +199,25 @@ def moment_sum(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return X.T @ y
 
 
-def initial_point(init: Init, d: int, *, seed: int = 0,
-                  moment_total: np.ndarray | None = None,
-                  n: int | None = None) -> np.ndarray:
-    """The starting point ``w_0`` for initialization ``init``.
+def initial_point(init: Init, d: int, *, seed: int = 0) -> np.ndarray:
+    """The starting point ``w_0`` for an initialization that needs no data.
 
-    - ``"moment"`` (default elsewhere): ``w_0 = (2/n) * sum_i y_i x_i``. For Gaussian
-      inputs ``E[y x] = w*/2``, so this is an unbiased estimate of ``w*`` that costs one
-      pass over the data. Needs ``moment_total`` (the sum over all shards of
-      :func:`moment_sum`) and ``n``.
     - ``"zero"``: the origin; it moves only because ``relu'(0) = 1/2``.
     - ``"random"``: ``N(0, I_d / d)`` (norm about 1), from stream ``seed``.
     - an array of shape ``(d,)``: used as given (copied).
+
+    ``"moment"`` (the default of :func:`ray_relu.fit`) needs the data: it is
+    ``(2/n) sum_i y_i x_i``, summed over the shards where they live
+    (:func:`moment_sum` per shard, :func:`ray_relu.algorithm.moment_start` to combine;
+    see ``docs/model.md``). Asking for it here raises a ValueError.
     """
     d = check_int("d", d, minimum=1)
     if isinstance(init, str):
         if init == "moment":
-            if moment_total is None or n is None:
-                raise ValueError("init='moment' needs moment_total and n")
-            total = check_array("moment_total", moment_total, (d,))
-            return (2.0 / check_int("n", n, minimum=1)) * total
+            raise ValueError("init='moment' is computed from the data, not by initial_point: "
+                             "w_0 = (2/n) * sum over shards of moment_sum(X, y), see "
+                             "ray_relu.algorithm.moment_start; here init must be 'zero', "
+                             f"'random' or an array of shape ({d},)")
         if init == "zero":
             return np.zeros(d)
         if init == "random":
