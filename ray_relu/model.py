@@ -1,6 +1,6 @@
 """The planted single-ReLU model: data, loss, gradient, initializations, step defaults.
 
-Pure numpy (no Ray), float64 throughout. See DESIGN.md section 1 for the mathematics.
+Pure numpy (no Ray), float64 throughout. The mathematics: ``docs/model.md``.
 
 Convention for the derivative of the ReLU at 0: ``relu'(0) = 1/2`` (the average of
 the two one-sided derivatives). With the usual ``relu'(0) = 0`` the gradient vanishes
@@ -252,7 +252,7 @@ def default_step_size(batch_size: int, d: int, *, workers: int = 1,
     ``H_B = 1/m sum_{i in B} 1{<w*, x_i> > 0} x_i x_i^T``, whose mean is ``I/2``. For
     Gaussian rows ``E||H_B e||^2 = c(m) ||e||^2`` with ``c(m) = (d+2)/(2m) + (m-1)/(4m)``,
     so ``E||e'||^2 = (1 - eta + eta^2 c) ||e||^2``, minimized by ``eta = 1/(2c)``: about
-    ``m/d`` for small batches, as DESIGN.md predicts.
+    ``m/d`` for small batches.
 
     A codec with ``E||Q(g) - g||^2 <= q ||g||^2``, applied by each of ``K`` workers to
     its partial gradient over ``m_k`` rows (weight ``m_k/m``), adds
@@ -263,7 +263,8 @@ def default_step_size(batch_size: int, d: int, *, workers: int = 1,
 
     Two caps keep the default safe where the average-case picture is optimistic:
     ``1/lambda_max`` of the batch Hessian (Marchenko-Pastur edge
-    ``(1 + sqrt(2d/m))^2 / 2``; matters for a fixed full batch), and 1 (DESIGN.md).
+    ``(1 + sqrt(2d/m))^2 / 2``; matters for a fixed full batch), and 1 (half the
+    population Newton step). Derivation: ``docs/model.md``.
     """
     m = check_int("batch_size", batch_size, minimum=1)
     d = check_int("d", d, minimum=1)

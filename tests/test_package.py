@@ -81,3 +81,16 @@ def test_readme_python_example_runs_as_written(ray_session, tmp_path, monkeypatc
     printed = capsys.readouterr().out
     assert printed.startswith("FitResult(converged=True")
     assert "iteration  " in printed and "rel_error" in printed
+
+
+def test_docs_are_in_the_repository_and_linked():
+    # Docstrings point at docs/ in this repository, never at a file outside it.
+    cited = [str(p.relative_to(ROOT)) for p in (ROOT / "ray_relu").rglob("*.py")
+             if "DESIGN.md" in p.read_text()]
+    assert not cited, f"docstrings cite DESIGN.md (not in the repository): {cited}"
+    readme = (ROOT / "README.md").read_text()
+    for doc in ("docs/model.md", "docs/codecs.md", "docs/engine.md"):
+        assert (ROOT / doc).is_file() and f"]({doc})" in readme, doc
+    for path in (ROOT / "ray_relu").rglob("*.py"):
+        for doc in re.findall(r"docs/\w+\.md", path.read_text()):
+            assert (ROOT / doc).is_file(), f"{path.relative_to(ROOT)} cites missing {doc}"
