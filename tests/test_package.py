@@ -11,47 +11,43 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _python(code: str) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter (nothing imported yet), from the repo root."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+def _python(*lines: str) -> None:
+    """Run ``lines`` in a fresh interpreter (nothing imported yet); require success."""
+    done = subprocess.run([sys.executable, "-c", "\n".join(lines)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_codecs_and_model_import_without_ray_pyarrow_or_matplotlib():
-    done = _python("import sys, ray_relu.codecs, ray_relu.model\n"
-                   "heavy = sorted({m.split('.')[0] for m in sys.modules}\n"
-                   "               & {'ray', 'pyarrow', 'matplotlib', 'pandas'})\n"
-                   "assert not heavy, heavy\n")
-    assert done.returncode == 0, done.stderr
+    _python("import sys, ray_relu.codecs, ray_relu.model",
+            "heavy = {m.split('.')[0] for m in sys.modules}",
+            "heavy &= {'ray', 'pyarrow', 'matplotlib', 'pandas'}",
+            "assert not heavy, sorted(heavy)")
 
 
 def test_top_level_names_load_on_use():
-    done = _python(
-        "import sys, ray_relu\n"
-        "assert 'ray' not in sys.modules\n"
-        "from ray_relu.model import PlantedReLU\n"
-        "from ray_relu.result import FitResult\n"
-        "assert ray_relu.PlantedReLU is PlantedReLU and ray_relu.FitResult is FitResult\n"
-        "assert ray_relu.codecs is sys.modules['ray_relu.codecs']\n"
-        "assert sorted(ray_relu.__all__) == sorted(n for n in ray_relu.__all__\n"
-        "                                          if n in dir(ray_relu))\n"
-        "try:\n"
-        "    ray_relu.no_such_name\n"
-        "except AttributeError as exc:\n"
-        "    assert 'no_such_name' in str(exc)\n"
-        "else:\n"
-        "    raise AssertionError('no AttributeError')\n")
-    assert done.returncode == 0, done.stderr
+    _python("import sys, ray_relu",
+            "assert 'ray' not in sys.modules",
+            "from ray_relu.model import PlantedReLU",
+            "from ray_relu.result import FitResult",
+            "assert ray_relu.PlantedReLU is PlantedReLU and ray_relu.FitResult is FitResult",
+            "assert ray_relu.codecs is sys.modules['ray_relu.codecs']",
+            "assert set(ray_relu.__all__) <= set(dir(ray_relu))",
+            "try:",
+            "    ray_relu.no_such_name",
+            "except AttributeError as exc:",
+            "    assert 'no_such_name' in str(exc)",
+            "else:",
+            "    raise AssertionError('no AttributeError')")
 
 
 def test_fit_stays_the_function_after_the_submodule_is_imported():
     # Importing ray_relu.fit (as the CLI, demo and experiments do) binds the submodule
     # on the package; ray_relu.fit must still be the function.
-    done = _python("import ray_relu.demo, ray_relu.experiments, ray_relu\n"
-                   "from ray_relu.fit import fit\n"
-                   "from ray_relu import fit as top\n"
-                   "assert ray_relu.fit is fit and top is fit, ray_relu.fit\n")
-    assert done.returncode == 0, done.stderr
+    _python("import ray_relu.demo, ray_relu.experiments, ray_relu",
+            "from ray_relu.fit import fit",
+            "from ray_relu import fit as top",
+            "assert ray_relu.fit is fit and top is fit, ray_relu.fit")
 
 
 def test_fit_can_still_be_replaced_like_a_plain_attribute(monkeypatch):
