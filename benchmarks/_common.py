@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ray_relu.tables import text_table
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -65,25 +67,10 @@ def machine() -> dict[str, Any]:
 
 
 def print_table(rows: Sequence[dict[str, Any]], title: str = "") -> None:
-    """Print rows (dicts with the same keys) as an aligned plain-text table."""
+    """Print ``== title ==`` and rows (dicts with the same keys) as a plain-text table."""
     if title:
         print(f"\n== {title} ==")
-    if not rows:
-        print("(no rows)")
-        return
-    columns = list(rows[0])
-
-    def fmt(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return str(value)
-
-    cells = [[fmt(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+    print(text_table(rows))
 
 
 def write_json(name: str, payload: dict[str, Any], out_dir: Path | None = None) -> Path:

@@ -38,12 +38,18 @@ def _codec_options(args: argparse.Namespace) -> dict:
             raise ValueError(f"{', '.join(given)} apply to --codec qsgd only; "
                              f"got --codec {args.codec}")
         return {}
-    options = {"levels": args.levels if args.levels is not None else 4}
-    for name in ("bucket_size", "norm", "coding"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
+    # Only what was given: anything left out takes QSGD()'s own default.
+    options = {name: getattr(args, name) for name in ("levels", "bucket_size", "norm", "coding")
+               if getattr(args, name) is not None}
     options["seed"] = args.seed
     return options
+
+
+def _qsgd_default(name: str):
+    """QSGD's own default for constructor argument ``name`` (the help text quotes it)."""
+    import inspect
+    from .codecs import QSGD
+    return inspect.signature(QSGD).parameters[name].default
 
 
 def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,7 +64,8 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--workers", type=int, default=4, help="shard actors K (default 4)")
     run.add_argument("--mode", default="master", choices=["master", "all-to-all"])
     run.add_argument("--codec", default="fp32", choices=["fp64", "fp32", "fp16", "qsgd"])
-    run.add_argument("--levels", type=int, default=None, help="QSGD levels s (default 4)")
+    run.add_argument("--levels", type=int, default=None,
+                     help=f"QSGD levels s (default {_qsgd_default('levels')})")
     run.add_argument("--bucket-size", type=int, default=None, help="QSGD bucket size")
     run.add_argument("--norm", default=None, choices=["l2", "max"], help="QSGD scale")
     run.add_argument("--coding", default=None, choices=["auto", "elias", "dense"])
@@ -95,6 +102,7 @@ def _problem(args: argparse.Namespace):
 
 def _run_fit(args: argparse.Namespace) -> int:
     from .fit import fit
+    from .result import summary_table
     result = fit(_problem(args), codec=args.codec, codec_options=_codec_options(args),
                  workers=args.workers, mode=args.mode, batch_size=args.batch_size,
                  step_size=args.step_size, iterations=args.iterations, tol=args.tol,
@@ -109,26 +117,10 @@ def _run_fit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, default=str))
     else:
-        print(format_table([summary]))
+        print(summary_table([summary]))
         if args.out:
             print(f"history written to {args.out}")
     return 0 if (result.converged or not args.strict) else 1
-
-
-def format_table(rows: list[dict]) -> str:
-    """A plain text table of summaries (the columns users look at first)."""
-    columns = [("codec", "{}"), ("converged", "{}"), ("iterations", "{}"),
-               ("rel_error", "{:.2e}"), ("bytes_per_iteration", "{:,.0f}"),
-               ("total_bytes", "{:,}"), ("wall_s", "{:.2f}"), ("replica_divergence", "{:.1e}")]
-    extra = [(k, "{}") for k in rows[0] if k.startswith("vs_")]
-    columns += extra
-    cells = [[name for name, _ in columns]]
-    for r in rows:
-        cells.append([fmt.format(r[name]) if name in r else "" for name, fmt in columns])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _run_demo(args: argparse.Namespace) -> int:

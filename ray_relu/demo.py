@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .fit import fit
 from .model import PlantedReLU
+from .result import summary_table
 
 
 def run_demo(d: int = 1000, n: int | None = None, workers: int = 2, levels: int = 4,
@@ -12,7 +13,6 @@ def run_demo(d: int = 1000, n: int | None = None, workers: int = 2, levels: int 
 
     Each QSGD row shows its bytes per iteration as a fraction of fp32's in the same mode.
     """
-    from .cli import format_table
     problem = PlantedReLU(d, n if n is not None else 8 * d, seed=0)
     print(f"{problem}, K={workers} workers, target rel_error 1e-6\n")
     rows = []
@@ -27,5 +27,5 @@ def run_demo(d: int = 1000, n: int | None = None, workers: int = 2, levels: int 
                 baseline = row["bytes_per_iteration"]
             row["vs_fp32_bytes"] = f"{row['bytes_per_iteration'] / baseline:.3f}x"
             rows.append(row)
-    print(format_table(rows))
+    print(summary_table(rows))
     return rows

@@ -1,6 +1,6 @@
 """The planted single-ReLU model: data, loss, gradient, initializations, step defaults.
 
-Pure numpy (no Ray), float64 throughout. See DESIGN.md section 1 for the mathematics.
+Pure numpy (no Ray), float64 throughout. The mathematics: ``docs/model.md``.
 
 Convention for the derivative of the ReLU at 0: ``relu'(0) = 1/2`` (the average of
 the two one-sided derivatives). With the usual ``relu'(0) = 0`` the gradient vanishes
@@ -199,26 +199,25 @@ def moment_sum(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return X.T @ y
 
 
-def initial_point(init: Init, d: int, *, seed: int = 0,
-                  moment_total: np.ndarray | None = None,
-                  n: int | None = None) -> np.ndarray:
-    """The starting point ``w_0`` for initialization ``init``.
+def initial_point(init: Init, d: int, *, seed: int = 0) -> np.ndarray:
+    """The starting point ``w_0`` for an initialization that needs no data.
 
-    - ``"moment"`` (default elsewhere): ``w_0 = (2/n) * sum_i y_i x_i``. For Gaussian
-      inputs ``E[y x] = w*/2``, so this is an unbiased estimate of ``w*`` that costs one
-      pass over the data. Needs ``moment_total`` (the sum over all shards of
-      :func:`moment_sum`) and ``n``.
     - ``"zero"``: the origin; it moves only because ``relu'(0) = 1/2``.
     - ``"random"``: ``N(0, I_d / d)`` (norm about 1), from stream ``seed``.
     - an array of shape ``(d,)``: used as given (copied).
+
+    ``"moment"`` (the default of :func:`ray_relu.fit`) needs the data: it is
+    ``(2/n) sum_i y_i x_i``, summed over the shards where they live
+    (:func:`moment_sum` per shard, :func:`ray_relu.algorithm.moment_start` to combine;
+    see ``docs/model.md``). Asking for it here raises a ValueError.
     """
     d = check_int("d", d, minimum=1)
     if isinstance(init, str):
         if init == "moment":
-            if moment_total is None or n is None:
-                raise ValueError("init='moment' needs moment_total and n")
-            total = check_array("moment_total", moment_total, (d,))
-            return (2.0 / check_int("n", n, minimum=1)) * total
+            raise ValueError("init='moment' is computed from the data, not by initial_point: "
+                             "w_0 = (2/n) * sum over shards of moment_sum(X, y), see "
+                             "ray_relu.algorithm.moment_start; here init must be 'zero', "
+                             f"'random' or an array of shape ({d},)")
         if init == "zero":
             return np.zeros(d)
         if init == "random":
@@ -253,7 +252,7 @@ def default_step_size(batch_size: int, d: int, *, workers: int = 1,
     ``H_B = 1/m sum_{i in B} 1{<w*, x_i> > 0} x_i x_i^T``, whose mean is ``I/2``. For
     Gaussian rows ``E||H_B e||^2 = c(m) ||e||^2`` with ``c(m) = (d+2)/(2m) + (m-1)/(4m)``,
     so ``E||e'||^2 = (1 - eta + eta^2 c) ||e||^2``, minimized by ``eta = 1/(2c)``: about
-    ``m/d`` for small batches, as DESIGN.md predicts.
+    ``m/d`` for small batches.
 
     A codec with ``E||Q(g) - g||^2 <= q ||g||^2``, applied by each of ``K`` workers to
     its partial gradient over ``m_k`` rows (weight ``m_k/m``), adds
@@ -264,7 +263,8 @@ def default_step_size(batch_size: int, d: int, *, workers: int = 1,
 
     Two caps keep the default safe where the average-case picture is optimistic:
     ``1/lambda_max`` of the batch Hessian (Marchenko-Pastur edge
-    ``(1 + sqrt(2d/m))^2 / 2``; matters for a fixed full batch), and 1 (DESIGN.md).
+    ``(1 + sqrt(2d/m))^2 / 2``; matters for a fixed full batch), and 1 (half the
+    population Newton step). Derivation: ``docs/model.md``.
     """
     m = check_int("batch_size", batch_size, minimum=1)
     d = check_int("d", d, minimum=1)

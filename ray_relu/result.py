@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .tables import text_table
 
 HISTORY_SCHEMA = pa.schema([
     ("iteration", pa.int64()),
@@ -134,3 +136,19 @@ class FitResult:
             ax.set_ylabel(column)
             ax.grid(True, which="both", alpha=0.3)
         return fig
+
+
+# The summary columns users look at first, in order, with their formats.
+SUMMARY_COLUMNS = {"codec": None, "converged": None, "iterations": None, "rel_error": ".2e",
+                   "bytes_per_iteration": ",.0f", "total_bytes": ",", "wall_s": ".2f",
+                   "replica_divergence": ".1e"}
+
+
+def summary_table(rows: Sequence[dict]) -> str:
+    """Plain-text table of :meth:`FitResult.summary` dicts (plus ``codec`` and any
+    ``vs_*`` comparison columns, which follow the headline columns)."""
+    if not rows:
+        raise ValueError("summary_table needs at least one summary row, got none")
+    extra = [k for k in rows[0] if k.startswith("vs_")]
+    return text_table(rows, [*SUMMARY_COLUMNS, *extra],
+                      formats={k: f for k, f in SUMMARY_COLUMNS.items() if f})

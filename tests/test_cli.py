@@ -88,3 +88,23 @@ def test_console_script_starts_its_own_local_ray(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["converged"] is True and summary["rel_error"] <= 1e-6
+
+
+def test_qsgd_without_levels_uses_the_codecs_default(capsys):
+    from ray_relu.codecs import QSGD
+    assert main(["fit", "--d", "20", "--n", "160", "--codec", "qsgd", "--iterations", "1",
+                 "--workers", "1", "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["codec"].startswith(f"qsgd(levels={QSGD().levels},")
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert f"QSGD levels s (default {QSGD().levels})" in capsys.readouterr().out
+
+
+def test_demo_prints_one_summary_table(capsys):
+    assert main(["demo", "--d", "20", "--n", "160", "--levels", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    table = lines[lines.index(next(line for line in lines if line.lstrip().startswith("codec"))):]
+    assert table[0].split()[-1] == "vs_fp32_bytes" and set(table[1]) == {"-", " "}
+    assert len(table) == 2 + 4                  # fp32 and QSGD, master and all-to-all
+    assert [line.split()[-1] for line in table[2:]][::2] == ["1.000x", "1.000x"]

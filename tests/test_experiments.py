@@ -18,7 +18,8 @@ from ray_relu.experiments import analysis
 from ray_relu.experiments.codec_specs import parse_codec, parse_codecs
 from ray_relu.experiments.sample_complexity import run_grid_point
 from ray_relu.experiments.runs import batch_rows, derived_seed, history, parallel_map
-from ray_relu.experiments.tables import stack, tagged, text_table
+from ray_relu.experiments.tables import stack, tagged
+from ray_relu.tables import text_table
 from ray_relu.model import PlantedReLU
 
 matplotlib.use("Agg")

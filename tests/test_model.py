@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from ray_relu.algorithm import moment_start
 from ray_relu.model import (
     PlantedReLU, default_step_size, gradient, initial_point, loss, loss_and_gradient,
     moment_sum, relative_error, shard_bounds, split_evenly,
@@ -95,7 +96,7 @@ def test_moment_initialization_is_unbiased():
     d, n = 4, 200_000
     p = PlantedReLU(d, n, seed=11)
     X, y = p.data()
-    w0 = initial_point("moment", d, moment_total=moment_sum(X, y), n=n)
+    w0 = moment_start([moment_sum(X, y)], n)
     # Each coordinate of 2*y*x has variance <= 4 E[y^2 x^2] <= 12; 5 sigma tolerance.
     assert np.abs(w0 - p.w_star).max() < 5 * math.sqrt(12 / n)
 
@@ -125,7 +126,7 @@ def test_default_step_converges_geometrically_from_moment_init(m):
     d, n = 60, 480
     p = PlantedReLU(d, n, seed=5)
     X, y = p.data()
-    w = initial_point("moment", d, moment_total=moment_sum(X, y), n=n)
+    w = moment_start([moment_sum(X, y)], n)
     eta = default_step_size(m or n, d)
     rng = np.random.default_rng(0)
     errors = []
@@ -183,6 +184,9 @@ def test_array_validation_names_the_argument_and_shape():
         gradient(np.zeros(3), bad, y)
     with pytest.raises(ValueError, match="init must be one of 'moment', 'zero', 'random'"):
         initial_point("ones", 3)
+    with pytest.raises(ValueError, match="init='moment' is computed from the data.*"
+                                         "moment_start.*'zero', 'random'"):
+        initial_point("moment", 3)
     with pytest.raises(ValueError, match=r"init must have shape \(3,\)"):
         initial_point(np.zeros(4), 3)
     with pytest.raises(ValueError, match="init must be finite"):

@@ -1,22 +1,9 @@
 """The Codec interface (numcodecs style) and the self-describing message header.
 
-Every encoded message is ``header + payload``. The header (little-endian, 41 bytes):
-
-==========  =====  ===========================================================
-field       bytes  meaning
-==========  =====  ===========================================================
-magic       4      ``b"RRLC"`` (ray_relu codec)
-version     1      format version, currently 1
-codec id    8      ASCII codec id, NUL-padded (``"qsgd"``, ``"fp32"``, ...)
-d           8      number of coordinates, ``1 <= d <= MAX_DIM``
-levels      4      QSGD levels ``s`` (0 for codecs without parameters)
-bucket      4      QSGD bucket size (0 = one bucket for the whole vector)
-norm        1      0 = none, 1 = l2, 2 = max
-coding      1      0 = raw, 1 = elias (sparse, delta-coded gaps), 2 = dense,
-                   3 = elias-gamma (sparse, gamma-coded gaps)
-exponent    2      signed power of two applied to the QSGD bucket scales (0 otherwise)
-payload     8      payload length in bytes; must equal ``len(message) - 41``
-==========  =====  ===========================================================
+Every encoded message is ``header + payload``. The header is 41 bytes, little-endian:
+magic ``b"RRLC"``, format version, codec id, ``d``, levels, bucket size, norm, coding,
+scale exponent and payload length, packed by ``_HEADER`` below; the field-by-field
+layout is in ``docs/codecs.md``.
 
 The byte length of a message is simply ``len(message)``: that is the number the rest
 of ray_relu counts as bytes on the wire.

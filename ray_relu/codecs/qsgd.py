@@ -1,6 +1,6 @@
 """QSGD: stochastic quantization (Alistarh et al., NeurIPS 2017) and its bit coding.
 
-Quantizer (DESIGN.md section 3), per bucket of ``b`` consecutive coordinates with scale
+Quantizer (docs/codecs.md), per bucket of ``b`` consecutive coordinates with scale
 ``c`` (the bucket's l2 norm or max-abs, *rounded up* to a float32 times a power of two
 so that ``|v_i| <= c`` holds exactly and every level is in ``-s..s``)::
 

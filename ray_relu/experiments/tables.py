@@ -1,8 +1,9 @@
-"""Small helpers for the experiments' Arrow tables: columns, tags, stacking, text.
+"""Small helpers for the experiments' Arrow tables: columns, tags, stacking.
 
 - :func:`column`: a column as a numpy array;
-- :func:`tagged` / :func:`stack`: long-format tables with configuration columns;
-- :func:`text_table`: an aligned plain-text rendering (notebooks and logs, no pandas).
+- :func:`tagged` / :func:`stack`: long-format tables with configuration columns.
+
+Plain-text rendering is :func:`ray_relu.tables.text_table`.
 """
 
 from __future__ import annotations
@@ -33,25 +34,3 @@ def stack(tables: Sequence[pa.Table]) -> pa.Table:
 def column(table: pa.Table, name: str) -> np.ndarray:
     """A column as a numpy array."""
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
-
-
-def _cell(value: Any, digits: int) -> str:
-    if isinstance(value, float):
-        if value != value:
-            return "nan"
-        return f"{value:.{digits}g}"
-    return "" if value is None else str(value)
-
-
-def text_table(table: pa.Table, columns: Sequence[str] | None = None, *,
-               digits: int = 4) -> str:
-    """``table`` (or its ``columns``) as aligned text, floats to ``digits`` significant
-    digits."""
-    if columns is not None:
-        table = table.select(list(columns))
-    cells = [table.column_names] + [[_cell(v, digits) for v in row.values()]
-                                    for row in table.to_pylist()]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
