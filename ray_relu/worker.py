@@ -37,8 +37,7 @@ from .data import DataSource
 from .model import moment_sum
 from .settings import WorkerPlan
 
-UPDATE_KINDS = ("set", "moment", "delta", "peers")
-# Replicas a worker keeps, newest first: more than the rounds a coordinator submits ahead.
+# Replicas a worker keeps: more than the rounds a coordinator submits ahead.
 KEPT_REPLICAS = 8
 
 
