@@ -30,12 +30,16 @@ def run_config(problem: Any, config: dict[str, Any], *, workers: int, batch_per_
     """Fit ``problem`` with one (codec, mode) configuration and summarize the run."""
     from ray_relu import fit
 
+    # Wall clock (shared by every emulated host) after each round 1..T, so that the
+    # caller can read the link counters over the same rounds (benchmarks._links).
+    stamps: list[float] = []
     start = time.perf_counter()
     result = fit(problem, codec=config["codec"], codec_options=config.get("options") or {},
                  downlink_codec=config.get("downlink"), workers=workers,
                  mode=config["mode"], batch_size=batch_per_worker * workers, tol=tol,
                  iterations=max_iterations, seed=0, progress=False, placement="spread",
-                 cpus_per_worker=1, address=address)
+                 cpus_per_worker=1, address=address,
+                 on_round=lambda record, actors: stamps.append(time.time()))
     elapsed = time.perf_counter() - start
     h = {c: np.asarray(result.history.column(c), dtype=float)
          for c in ("bytes_up", "bytes_down", "bytes_peer", "compute_s", "encode_s",
@@ -59,6 +63,9 @@ def run_config(problem: Any, config: dict[str, Any], *, workers: int, batch_per_
         "compute_s": median("compute_s"),
         "encode_s": median("encode_s"), "comm_s": median("comm_s"),
         "step_size": float(result.step_size),
+        # rounds 3..T, as the medians above: wall-clock start, end and round count
+        "window": [stamps[1], stamps[-1]] if len(stamps) > 2 else None,
+        "window_rounds": max(0, len(stamps) - 2),
     }
 
 
