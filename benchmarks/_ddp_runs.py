@@ -1,0 +1,61 @@
+"""DDP rounds on the cluster: a Ray Train ``TorchTrainer`` driven from the head.
+
+``python -m benchmarks._ddp_runs --d 10000 --rounds 100 --hooks fp32,fp16`` joins the
+running Ray (``address="auto"``), starts ``TorchTrainer`` with
+``ScalingConfig(num_workers=K, use_gpu=False)`` (gloo; one worker per one-CPU worker
+host) and runs :func:`benchmarks._torch_ddp.run_worker` in each: every hook for
+``--rounds`` rounds, then bare gloo allreduce loops. Rank 0's rows come back through
+``ray.train.report`` and are printed as ``DDP_RESULT {...}`` lines (``JobOutput.results(MARK)`` reads them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+
+MARK = "DDP_RESULT "
+
+
+def _train_loop(config: dict) -> None:
+    import ray.train
+
+    from benchmarks._torch_ddp import run_worker
+
+    rows = run_worker(**config)
+    ray.train.report({"rows": json.dumps(rows)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--d", type=int, required=True)
+    parser.add_argument("--n", type=int, default=None, help="default 8*d")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--batch-per-worker", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--hooks", default="fp32,fp16,powersgd,powersgd-forced")
+    parser.add_argument("--address", default="auto")
+    args = parser.parse_args(argv)
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    ray.init(address=args.address, log_to_driver=False)
+    config = {"d": args.d, "n": args.n or 8 * args.d, "hooks": args.hooks.split(","),
+              "batch": args.batch_per_worker, "rounds": args.rounds, "tol": 0.0,
+              "allreduce_rounds": args.rounds}
+    trainer = TorchTrainer(
+        _train_loop, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=False,
+                                     resources_per_worker={"CPU": 1}),
+        torch_config=TorchConfig(backend="gloo"),
+        run_config=RunConfig(name="peers", storage_path=tempfile.mkdtemp()))
+    result = trainer.fit()
+    for row in json.loads(result.metrics["rows"]):
+        print(MARK + json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
