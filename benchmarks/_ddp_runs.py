@@ -10,10 +10,12 @@ host) and runs :func:`benchmarks._torch_ddp.run_worker` in each: every hook for
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
+
+from benchmarks._common import cluster_driver_parser
+from benchmarks._torch_ddp import HOOKS
 
 MARK = "DDP_RESULT "
 
@@ -28,14 +30,9 @@ def _train_loop(config: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--d", type=int, required=True)
-    parser.add_argument("--n", type=int, default=None, help="default 8*d")
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--batch-per-worker", type=int, default=64)
+    parser = cluster_driver_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--hooks", default="fp32,fp16,powersgd,powersgd-forced")
-    parser.add_argument("--address", default="auto")
+    parser.add_argument("--hooks", default=",".join(HOOKS))
     args = parser.parse_args(argv)
     import ray
     from ray.train import RunConfig, ScalingConfig

@@ -13,7 +13,6 @@ encode/decode and communication times measured inside the fit.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -21,6 +20,8 @@ import time
 from typing import Any
 
 import numpy as np
+
+from benchmarks._common import cluster_driver_parser
 
 MARK = "WIRE_RESULT "
 
@@ -70,11 +71,7 @@ def run_config(problem: Any, config: dict[str, Any], *, workers: int, batch_per_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--d", type=int, required=True)
-    parser.add_argument("--n", type=int, default=None, help="default 8*d")
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--batch-per-worker", type=int, default=64)
+    parser = cluster_driver_parser(__doc__)
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--max-iterations", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=None,
@@ -82,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
                         "to --tol")
     parser.add_argument("--configs", required=True, help="JSON list of {codec, options, "
                         "mode, downlink, label}")
-    parser.add_argument("--address", default="auto")
     args = parser.parse_args(argv)
     import ray
 
