@@ -5,7 +5,7 @@ running Ray (``address="auto"``), starts ``TorchTrainer`` with
 ``ScalingConfig(num_workers=K, use_gpu=False)`` (gloo; one worker per one-CPU worker
 host) and runs :func:`benchmarks._torch_ddp.run_worker` in each: every hook for
 ``--rounds`` rounds, then bare gloo allreduce loops. Rank 0's rows come back through
-``ray.train.report`` and are printed as ``DDP_RESULT {...}`` lines (``JobOutput.results(MARK)`` reads them).
+a collector actor and are printed as ``DDP_RESULT {...}`` lines (``JobOutput.results(MARK)`` reads them).
 """
 
 from __future__ import annotations
@@ -21,12 +21,35 @@ MARK = "DDP_RESULT "
 
 
 def _train_loop(config: dict) -> None:
+    import ray
     import ray.train
 
     from benchmarks._torch_ddp import run_worker
 
+    config = dict(config)
+    collector = config.pop("collector")
     rows = run_worker(**config)
-    ray.train.report({"rows": json.dumps(rows)})
+    if ray.train.get_context().get_world_rank() == 0:
+        ray.get(collector.put.remote(rows))
+
+
+def _collector():
+    """An actor that keeps rank 0's rows: Ray Train 2's ``Result.metrics`` holds only
+    what was reported with a checkpoint, and these runs have none."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Collector:
+        def __init__(self) -> None:
+            self.rows: list[dict] = []
+
+        def put(self, rows: list[dict]) -> None:
+            self.rows.extend(rows)
+
+        def get(self) -> list[dict]:
+            return self.rows
+
+    return Collector.remote()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,15 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address=args.address, log_to_driver=False)
     config = {"d": args.d, "n": args.n or 8 * args.d, "hooks": args.hooks.split(","),
               "batch": args.batch_per_worker, "rounds": args.rounds, "tol": 0.0,
-              "allreduce_rounds": args.rounds}
+              "allreduce_rounds": args.rounds, "collector": _collector()}
     trainer = TorchTrainer(
         _train_loop, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=False,
                                      resources_per_worker={"CPU": 1}),
         torch_config=TorchConfig(backend="gloo"),
         run_config=RunConfig(name="peers", storage_path=tempfile.mkdtemp()))
-    result = trainer.fit()
-    for row in json.loads(result.metrics["rows"]):
+    trainer.fit()
+    for row in ray.get(config["collector"].get.remote()):
         print(MARK + json.dumps(row), flush=True)
     return 0
 
