@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address=args.address, log_to_driver=False)
     config = {"d": args.d, "n": args.n or 8 * args.d, "hooks": args.hooks.split(","),
               "batch": args.batch_per_worker, "rounds": args.rounds, "tol": 0.0,
-              "allreduce_rounds": args.rounds, "collector": _collector()}
+              # 10x: a bare allreduce is ~1-10 ms, and the link counters are sampled
+              # every few tens of ms (benchmarks._links), so its window must be longer
+              "allreduce_rounds": 10 * args.rounds, "collector": _collector()}
     trainer = TorchTrainer(
         _train_loop, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=False,

@@ -20,7 +20,7 @@ from typing import Any
 class LinkSampler:
     """Samples the cluster's link counters while it is open (a context manager)."""
 
-    def __init__(self, cluster: Any, interval: float = 0.05) -> None:
+    def __init__(self, cluster: Any, interval: float = 0.02) -> None:
         self.cluster, self.interval = cluster, interval
         self.times: list[float] = []
         self.samples: list[dict[str, tuple[int, int]]] = []

@@ -158,13 +158,15 @@ def goals(rows_by_rate: dict[str, list[dict]]) -> list[dict]:
 def count_all(d: int, settings: list[dict], hooks: list[str]) -> dict[str, dict]:
     """Iterations to the target of every setting, ours and DDP's."""
     from benchmarks._ddp_count import count_iterations
-    from benchmarks.cluster_time_to_accuracy import iterations_to_target
+    from benchmarks.cluster_time_to_accuracy import iterations_to_target, reference_problem
 
     out = {}
+    problem = reference_problem(d)
     for setting in settings:
-        iterations, reached = iterations_to_target(d, setting, tol=TOL)
+        iterations, reached = iterations_to_target(d, setting, tol=TOL, problem=problem)
         out[setting["label"]] = {"iterations": iterations, "converged": reached}
         print(f"{setting['label']}: {iterations} iterations", flush=True)
+    del problem                       # free its rows before DDP's float32 copies
     for hook, row in count_iterations(d, 8 * d, hooks, tol=TOL).items():
         out[f"DDP {hook}"] = row
         print(f"DDP {hook}: {row['iterations']} iterations (rel_error "
@@ -202,10 +204,10 @@ def main(argv: list[str] | None = None) -> dict:
     printed: list[dict] = []
     with EmulatedCluster(nodes=WORKERS + 1, rate=RATES[0], delay=DELAY, cpus_per_node=1,
                          head_cpus=0, cluster_id=cluster_id) as cluster:
-        shaping = cluster.info["shaping"]
+        shaping = ""
         with LinkSampler(cluster) as sampler:
             for rate in RATES:
-                cluster.shape(rate, DELAY)
+                shaping = cluster.shape(rate, DELAY)["shaping"]
                 rows = with_targets(measure_rate(cluster, sampler, d, settings, hooks,
                                                  rounds), iterations)
                 by_rate[rate] = rows
