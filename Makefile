@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test test-cluster bench reproduce clean
+.PHONY: install install-peers demo test test-cluster bench reproduce clean
 
 install: $(STAMP)
 
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# Optional: torch (CPU build) and Ray Train for benchmarks/peers.py; `make bench` runs
+# that benchmark only when they are installed.
+install-peers: install
+	$(PY) -m pip install --quiet -e '.[test,peers]'
 
 demo: install
 	$(VENV)/bin/ray-relu demo

@@ -90,3 +90,15 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser.add_argument("--quick", action="store_true", help="small profile (make bench)")
     parser.add_argument("--out", type=Path, default=None, help="directory for the JSON output")
     return parser.parse_args(argv)
+
+
+def cluster_driver_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every driver submitted to the emulated cluster takes: the problem
+    (``--d``, ``--n``), ``--workers``, ``--batch-per-worker`` and the Ray ``--address``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--d", type=int, required=True)
+    parser.add_argument("--n", type=int, default=None, help="default 8*d")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--batch-per-worker", type=int, default=64)
+    parser.add_argument("--address", default="auto")
+    return parser

@@ -13,7 +13,6 @@ encode/decode and communication times measured inside the fit.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -21,6 +20,8 @@ import time
 from typing import Any
 
 import numpy as np
+
+from benchmarks._common import cluster_driver_parser
 
 MARK = "WIRE_RESULT "
 
@@ -30,12 +31,16 @@ def run_config(problem: Any, config: dict[str, Any], *, workers: int, batch_per_
     """Fit ``problem`` with one (codec, mode) configuration and summarize the run."""
     from ray_relu import fit
 
+    # Wall clock (shared by every emulated host) after each round 1..T, so that the
+    # caller can read the link counters over the same rounds (benchmarks._links).
+    stamps: list[float] = []
     start = time.perf_counter()
     result = fit(problem, codec=config["codec"], codec_options=config.get("options") or {},
                  downlink_codec=config.get("downlink"), workers=workers,
                  mode=config["mode"], batch_size=batch_per_worker * workers, tol=tol,
                  iterations=max_iterations, seed=0, progress=False, placement="spread",
-                 cpus_per_worker=1, address=address)
+                 cpus_per_worker=1, address=address,
+                 on_round=lambda record, actors: stamps.append(time.time()))
     elapsed = time.perf_counter() - start
     h = {c: np.asarray(result.history.column(c), dtype=float)
          for c in ("bytes_up", "bytes_down", "bytes_peer", "compute_s", "encode_s",
@@ -59,15 +64,14 @@ def run_config(problem: Any, config: dict[str, Any], *, workers: int, batch_per_
         "compute_s": median("compute_s"),
         "encode_s": median("encode_s"), "comm_s": median("comm_s"),
         "step_size": float(result.step_size),
+        # rounds 3..T, as the medians above: wall-clock start, end and round count
+        "window": [stamps[1], stamps[-1]] if len(stamps) > 2 else None,
+        "window_rounds": max(0, len(stamps) - 2),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--d", type=int, required=True)
-    parser.add_argument("--n", type=int, default=None, help="default 8*d")
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--batch-per-worker", type=int, default=64)
+    parser = cluster_driver_parser(__doc__)
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--max-iterations", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=None,
@@ -75,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
                         "to --tol")
     parser.add_argument("--configs", required=True, help="JSON list of {codec, options, "
                         "mode, downlink, label}")
-    parser.add_argument("--address", default="auto")
     args = parser.parse_args(argv)
     import ray
 

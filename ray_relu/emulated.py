@@ -176,6 +176,16 @@ class EmulatedCluster:
         self._info = None
         return self.info
 
+    def link_bytes(self) -> dict[str, tuple[int, int]]:
+        """Per host name (``rr-node<i>``): (bytes into the host, bytes out of it) so far,
+        read from the host end of its veth (everything that crossed its shaped link)."""
+        out = {}
+        for i, _ in enumerate(self.info["node_ips"]):
+            base = Path(f"/sys/class/net/rr{self.cluster_id}v{i}/statistics")
+            out[f"rr-node{i}"] = (int((base / "tx_bytes").read_text()),
+                                  int((base / "rx_bytes").read_text()))
+        return out
+
     def env(self) -> dict[str, str]:
         """The client environment: dashboard/job and Ray Client addresses, token path.
 

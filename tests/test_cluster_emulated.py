@@ -87,16 +87,6 @@ def netns(cluster, i: int) -> list[str]:
     return ["ip", "netns", "exec", f"rr{cluster.cluster_id}n{i}"]
 
 
-def link_counters(cluster) -> dict[str, tuple[int, int]]:
-    """Per host name: (bytes into the host, bytes out of it), from its veth's host end."""
-    out = {}
-    for i, _ in enumerate(cluster.info["node_ips"]):
-        base = Path(f"/sys/class/net/rr{cluster.cluster_id}v{i}/statistics")
-        out[f"rr-node{i}"] = (int((base / "tx_bytes").read_text()),
-                              int((base / "rx_bytes").read_text()))
-    return out
-
-
 def fit_on(cluster, **kwargs) -> dict:
     out = cluster.fit(kwargs.pop("problem"), workers=K, placement="spread", **kwargs)
     hosts = [p["host"] for p in out["placement"]]
@@ -225,10 +215,10 @@ def test_bytes_on_the_links_match_the_history(cluster, mode):
     dominates Ray's own traffic. Each worker host must have received and sent at least
     its share of the history's bytes over its link, and not much more (no message sent
     twice)."""
-    before = link_counters(cluster)
+    before = cluster.link_bytes()
     out = fit_on(cluster, problem={"d": 50000, "n": 600}, codec="fp32", mode=mode,
                  iterations=20, tol=0.0)
-    after = link_counters(cluster)
+    after = cluster.link_bytes()
     h = {k: sum(v) for k, v in out["history"].items() if k.startswith("bytes_")}
     if mode == "master":        # each worker gets w, sends its gradients (+ moment sum)
         into, outof = h["bytes_down"] / K, h["bytes_up"] / K

@@ -1,0 +1,231 @@
+"""Ours against PyTorch DDP on the same emulated cluster, links and problem (issue 11).
+
+The peer: Ray Train ``TorchTrainer`` with ``DistributedDataParallel`` (gloo) on
+``nn.Linear(d, 1, bias=False)`` + ReLU, with plain allreduce, ``fp16_compress_hook`` and
+the PowerSGD hook (``benchmarks/_torch_ddp.py`` says what PowerSGD does on a 1 x d
+weight). Ours: QSGD at s in {sqrt(d), 2 sqrt(d), 4 sqrt(d)} (100, 200, 400 at d = 1e4)
+in all-to-all mode, and in master mode with a QSGD or a full-precision downlink; the
+best of each mode at each link is reported.
+
+Method, as ``cluster_time_to_accuracy``: time to rel_error 1e-6 = iterations to 1e-6 x
+time per round on the cluster.
+
+- Iterations: ours from the exact single-process reference (the fit's iterates are
+  the reference's); DDP's from its float32 arithmetic in one process
+  (``benchmarks/_ddp_count.py``), same shards, rows, start and step size (our fp32
+  fit's default) as ours.
+- Round time: on one emulated cluster (CPU-less head, K = 3 one-CPU worker hosts,
+  64 rows per worker per round), at 10 mbit, 100 mbit and 1 gbit in turn: ours by
+  ``benchmarks._wire_runs`` (the real fit, ``ROUNDS`` rounds), DDP by
+  ``benchmarks._ddp_runs`` (``TorchTrainer``, ``ROUNDS`` rounds per hook, plus a bare
+  gloo allreduce loop). Round time = wall time of the timed rounds / their number.
+- Bytes per round on each link, in and out: the hosts' veth counters over the same
+  timed rounds (``benchmarks._links``), everything included (Ray's own traffic too).
+
+Needs root (namespaces, sshd, tc) and the ``peers`` extra (torch, Ray Train): without
+torch it prints how to install it and returns. ``--quick``: d = 1e3, fewer rounds and
+settings, a few minutes. Cluster id: ``RAY_RELU_EMU_ID`` (default 7).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from pathlib import Path
+
+from benchmarks._common import print_table, write_json
+
+INSTALL_HINT = ("benchmarks.peers needs the peers extra (CPU torch and Ray Train): "
+                "make install-peers   # or: pip install -e '.[peers]'")
+RATES = ("10mbit", "100mbit", "1gbit")
+GOALS = {"10mbit": 2.0, "100mbit": 1.5, "1gbit": 1.0}   # ours best vs best DDP, speed
+TOL = 1e-6
+
+
+def torch_missing() -> bool:
+    """True when torch or Ray Train is not importable (the extra is not installed)."""
+    return any(importlib.util.find_spec(m) is None for m in ("torch", "ray.train"))
+
+
+def ours_settings(d: int, quick: bool) -> list[dict]:
+    """Our candidates: QSGD levels x (all-to-all, master with QSGD / fp32 downlink)."""
+    root = int(round(math.sqrt(d)))
+    levels = [2 * root, 4 * root] if quick else [root, 2 * root, 4 * root]
+    out = []
+    for s in levels:
+        q = {"id": "qsgd", "levels": s}
+        out.append({"codec": "qsgd", "options": {"levels": s}, "mode": "all-to-all",
+                    "downlink": None, "label": f"ours qsgd s={s} all-to-all"})
+        for down, name in ((q, "qsgd"), ("fp32", "fp32")):
+            out.append({"codec": "qsgd", "options": {"levels": s}, "mode": "master",
+                        "downlink": down, "label": f"ours qsgd s={s} master down={name}"})
+    return out
+
+
+def per_round_bytes(links: dict, rounds: int) -> dict:
+    """Head and worker links' bytes per round, in and out (workers: mean, min, max)."""
+    head = links["rr-node0"]
+    workers = [v for host, v in sorted(links.items()) if host != "rr-node0"]
+    out = {"head_in": head["in"] / rounds, "head_out": head["out"] / rounds}
+    for way in ("in", "out"):
+        values = [w[way] / rounds for w in workers]
+        out[f"worker_{way}"] = sum(values) / len(values)
+        out[f"worker_{way}_range"] = [min(values), max(values)]
+    return out
+
+
+def measure_rate(cluster, sampler, d: int, settings: list[dict], hooks: list[str],
+                 rounds: int) -> list[dict]:
+    """One link rate: our fits and the DDP run on the cluster; rows with round time
+    and per-round bytes of every setting."""
+    from benchmarks import _ddp_runs
+    from benchmarks.cluster_time_to_accuracy import REPO, WORKERS, run_on_cluster
+
+    ours = run_on_cluster(cluster, d, settings, rounds=rounds)
+    job = cluster.submit(["python", "-m", "benchmarks._ddp_runs", "--d", str(d),
+                          "--workers", str(WORKERS), "--rounds", str(rounds),
+                          "--hooks", ",".join(hooks)],
+                         working_dir=REPO, env_vars={"GLOO_SOCKET_IFNAME": "eth0"},
+                         timeout=3600)
+    ddp = job.results(_ddp_runs.MARK)
+    rows = []
+    for row in ours:
+        rows.append({"setting": row["label"], "family": "ours", "mode": row["mode"],
+                     "window": row["window"], "window_rounds": row["window_rounds"]})
+    for row in ddp:
+        family = "ddp" if row["hook"] else "allreduce"
+        rows.append({"setting": row["setting"], "family": family, "mode": row["hook"],
+                     "window": row["window"], "window_rounds": row["window_rounds"]})
+    for row in rows:
+        start, stop = row["window"]
+        row["round_s"] = (stop - start) / row["window_rounds"]
+        row["bytes"] = per_round_bytes(sampler.between(start, stop), row["window_rounds"])
+    return rows
+
+
+def with_targets(rows: list[dict], iterations: dict[str, dict]) -> list[dict]:
+    """Add iterations and time to the target, and the speed-up of ours over the best
+    DDP setting at the same rate."""
+    for row in rows:
+        it = iterations.get(row["setting"])
+        row["iterations"] = it["iterations"] if it else None
+        row["converged"] = bool(it and it["converged"])
+        row["time_s"] = row["iterations"] * row["round_s"] if it else None
+    ddp = [r for r in rows if r["family"] == "ddp" and r["converged"]]
+    best = min(ddp, key=lambda r: r["time_s"]) if ddp else None
+    for row in rows:
+        if best is not None and row["time_s"]:
+            row["best_ddp"] = best["setting"]
+            row["speedup_vs_best_ddp"] = best["time_s"] / row["time_s"]
+    return rows
+
+
+def table(rate: str, rows: list[dict]) -> list[dict]:
+    """The printed rows: DDP settings, the bare allreduce, and ours best per mode."""
+    shown = [r for r in rows if r["family"] != "ours"]
+    for mode in ("master", "all-to-all"):
+        ours = [r for r in rows if r["family"] == "ours" and r["mode"] == mode
+                and r["converged"]]
+        if ours:
+            shown.append({**min(ours, key=lambda r: r["time_s"]), "best_of": mode})
+    out = []
+    for r in shown:
+        b = r["bytes"]
+        out.append({"rate": rate, "setting": r["setting"], "round_ms": 1e3 * r["round_s"],
+                    "iters": r["iterations"] if r["iterations"] is not None else "-",
+                    "time_s": r["time_s"] if r["time_s"] is not None else "-",
+                    "head_in_kB": b["head_in"] / 1e3, "head_out_kB": b["head_out"] / 1e3,
+                    "wkr_in_kB": b["worker_in"] / 1e3, "wkr_out_kB": b["worker_out"] / 1e3,
+                    "x_best_ddp": r.get("speedup_vs_best_ddp", "-")})
+    return out
+
+
+def goals(rows_by_rate: dict[str, list[dict]]) -> list[dict]:
+    """Ours best (either mode) against the best DDP setting, per rate."""
+    out = []
+    for rate, rows in rows_by_rate.items():
+        ours = [r for r in rows if r["family"] == "ours" and "speedup_vs_best_ddp" in r]
+        if not ours:
+            continue
+        best = max(ours, key=lambda r: r["speedup_vs_best_ddp"])
+        out.append({"rate": rate, "ours_best": best["setting"], "best_ddp": best["best_ddp"],
+                    "speedup": best["speedup_vs_best_ddp"], "goal": GOALS[rate],
+                    "met": best["speedup_vs_best_ddp"] >= GOALS[rate]})
+    return out
+
+
+def count_all(d: int, settings: list[dict], hooks: list[str]) -> dict[str, dict]:
+    """Iterations to the target of every setting, ours and DDP's."""
+    from benchmarks._ddp_count import count_iterations
+    from benchmarks.cluster_time_to_accuracy import iterations_to_target, reference_problem
+
+    out = {}
+    problem = reference_problem(d)
+    for setting in settings:
+        iterations, reached = iterations_to_target(d, setting, tol=TOL, problem=problem)
+        out[setting["label"]] = {"iterations": iterations, "converged": reached}
+        print(f"{setting['label']}: {iterations} iterations", flush=True)
+    del problem                       # free its rows before DDP's float32 copies
+    for hook, row in count_iterations(d, 8 * d, hooks, tol=TOL).items():
+        out[f"DDP {hook}"] = row
+        print(f"DDP {hook}: {row['iterations']} iterations (rel_error "
+              f"{row['rel_error']:.3g})", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="d = 1e3, fewer settings")
+    parser.add_argument("--out", type=Path, default=None, help="directory for the JSON")
+    parser.add_argument("--d", type=int, default=None, help="override d")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per setting")
+    args = parser.parse_args(argv)
+    if torch_missing():
+        print(INSTALL_HINT)
+        return {}
+    from benchmarks._fit_timing import load_average
+    from benchmarks._links import LinkSampler
+    from benchmarks._torch_ddp import HOOKS
+    from benchmarks.cluster_time_to_accuracy import (BATCH_PER_WORKER, BENCH_CLUSTER_ID,
+                                                     DELAY, WORKERS)
+    from ray_relu.emulated import EmulatedCluster
+
+    d = args.d or (1000 if args.quick else 10000)
+    rounds = args.rounds or (40 if args.quick else 100)
+    settings = ours_settings(d, args.quick)
+    hooks = list(HOOKS)
+    iterations = count_all(d, settings, hooks)
+    load_before = load_average()
+    cluster_id = int(os.environ.get("RAY_RELU_EMU_ID", BENCH_CLUSTER_ID))
+    by_rate: dict[str, list[dict]] = {}
+    printed: list[dict] = []
+    with EmulatedCluster(nodes=WORKERS + 1, rate=RATES[0], delay=DELAY, cpus_per_node=1,
+                         head_cpus=0, cluster_id=cluster_id) as cluster:
+        shaping = ""
+        with LinkSampler(cluster) as sampler:
+            for rate in RATES:
+                shaping = cluster.shape(rate, DELAY)["shaping"]
+                rows = with_targets(measure_rate(cluster, sampler, d, settings, hooks,
+                                                 rounds), iterations)
+                by_rate[rate] = rows
+                shown = table(rate, rows)
+                printed += shown
+                print_table(shown, f"d={d}, {rate} ({shaping}), K={WORKERS}, "
+                            f"{BATCH_PER_WORKER} rows/worker/round, {rounds} timed rounds; "
+                            "bytes per round")
+    summary = goals(by_rate)
+    print_table(summary, "ours best against the best DDP setting (time to 1e-6)")
+    payload = {"quick": args.quick, "d": d, "n": 8 * d, "workers": WORKERS,
+               "batch_per_worker": BATCH_PER_WORKER, "rounds": rounds, "tol": TOL,
+               "shaping": shaping, "load_average_before": load_before,
+               "load_average_after": load_average(), "iterations": iterations,
+               "table": printed, "goals": summary, "rows": by_rate}
+    write_json("peers", payload, args.out)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The peer benchmark's parts that need neither torch nor a cluster."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import peers
+from benchmarks._links import LinkSampler
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_without_torch_it_prints_the_install_hint(monkeypatch, capsys):
+    monkeypatch.setattr(peers, "torch_missing", lambda: True)
+    assert peers.main([]) == {}
+    assert "make install-peers" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None,
+                    reason="torch installed: this would run the whole benchmark")
+def test_make_bench_path_exits_0_without_torch():
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "peers", "--quick"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert peers.INSTALL_HINT in out.stdout
+
+
+def test_link_window_interpolates_between_samples():
+    sampler = LinkSampler(cluster=None)
+    sampler.times = [10.0, 11.0, 12.0]
+    sampler.samples = [{"rr-node0": (0, 0)}, {"rr-node0": (100, 50)},
+                       {"rr-node0": (300, 50)}]
+    assert sampler.between(10.5, 11.5) == {"rr-node0": {"in": 150.0, "out": 25.0}}
+
+
+def test_per_round_bytes_splits_head_and_workers():
+    links = {"rr-node0": {"in": 600, "out": 300},
+             "rr-node1": {"in": 30, "out": 60}, "rr-node2": {"in": 90, "out": 60}}
+    b = peers.per_round_bytes(links, rounds=3)
+    assert (b["head_in"], b["head_out"]) == (200, 100)
+    assert b["worker_in"] == 20 and b["worker_in_range"] == [10, 30]
+
+
+def test_our_candidates_cover_both_modes_and_downlinks():
+    labels = [s["label"] for s in peers.ours_settings(10000, quick=False)]
+    assert len(labels) == 9
+    assert "ours qsgd s=400 master down=fp32" in labels
+    assert "ours qsgd s=100 all-to-all" in labels
