@@ -1,0 +1,414 @@
+"""Compiled (numba) kernels of the QSGD codec: quantize, Elias and dense bit coding.
+
+The bit layout is the one specified in :mod:`ray_relu.codecs.qsgd`; this module only
+makes it fast. Rules that keep the bytes the same on every node:
+
+* no ``fastmath`` (LLVM then never fuses a multiply and an add, nor reorders sums), and
+  every float step is the same single operation, in the same order, as the numpy
+  formulation the format was first written with;
+* the uniforms are drawn by numpy's Generator outside (same stream, same amount).
+
+Decoders get hostile bytes: numba does not check bounds, so every read position is
+validated against the stream length before the read, and each kernel reports a
+malformed stream with an error code (``E_*``) instead of raising.
+
+Compiled eagerly for explicit signatures and cached on disk (``cache=True``), so a
+fresh process (a Ray worker) loads machine code instead of compiling it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numba
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
+
+__all__ = ["readonly", "quantize_chunk", "elias_lengths", "elias_write", "dense_write",
+           "elias_read", "dense_read", "MAX_TAIL_BITS"]
+
+# Every integer Elias-coded is < 2**32 (gaps <= d <= 2**31, levels < 2**31, the count
+# + 1 <= 2**31 + 1), so no codeword tail is longer than this.
+MAX_TAIL_BITS = 32
+
+# error codes of the decoders (0: fine); qsgd.py words the messages
+(E_COUNT_INVALID, E_COUNT_SHORT, E_COUNT_IMPOSSIBLE, E_EMPTY_TRAILING, E_RAN_OUT_UNARY,
+ E_TAIL_TOO_LONG, E_RAN_OUT_TAILS, E_LEVEL, E_GAP_TAIL, E_RAN_OUT_GAPS,
+ E_TRAILING_BYTES, E_PADDING, E_PAST_D, E_NEGATIVE_ZERO) = range(1, 15)
+
+
+def _cache_dir() -> None:
+    """Point numba at a writable cache when neither the package's ``__pycache__`` nor
+    the user cache is (a read-only install); otherwise leave numba's choice alone."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    pycache = os.path.join(here, "__pycache__")
+    if os.access(pycache if os.path.isdir(pycache) else here, os.W_OK):
+        return
+    user = os.path.join(os.path.expanduser("~"), ".cache")
+    if os.access(user, os.W_OK):
+        return
+    numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"ray_relu-numba-{os.getuid()}")
+
+
+_cache_dir()
+_U64 = np.uint64
+_jit = dict(cache=True, nogil=True, error_model="numpy")
+# Input arrays may be read-only (np.frombuffer of bytes); writable ones convert to these.
+_ro_u8, _ro_f32, _ro_f64 = (types.Array(t, 1, "C", readonly=True)
+                            for t in (types.uint8, types.float32, types.float64))
+_i64, _f64, _f64a, _i64a, _u8a = (types.int64, types.float64, types.float64[::1],
+                                  types.int64[::1], types.uint8[::1])
+_err = types.UniTuple(types.int64, 2)
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a``: the kernels' input type, matched exactly, so that
+    numba dispatches without its slow search for a compatible signature."""
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+@intrinsic
+def _clz(typingctx, x):
+    """Leading zeros of a uint64 (LLVM ctlz)."""
+    def codegen(context, builder, signature, args):
+        return builder.ctlz(args[0], context.get_constant(types.boolean, False))
+    return types.uint64(types.uint64), codegen
+
+
+@njit(inline="always")
+def _bit_length(n):
+    """``floor(log2 n) + 1`` (0 for 0) of a non-negative int64."""
+    return 64 - np.int64(_clz(_U64(n)))
+
+
+# --------------------------------------------------------------------------- quantizer
+@njit(inline="always")
+def _flag_nonzero(v, u, pre, f, hit):
+    """``u = (v * pre) * f + u`` and ``hit = floor(u) != 0``, branch-free: vectorized.
+    (Slices, so that indices start at 0: numba then drops its negative-index checks.)"""
+    for j in range(u.size):
+        y = (np.float64(v[j]) * pre) * f + u[j]
+        u[j] = y
+        hit[j] = (y < 0.0) | (y >= 1.0)
+
+
+@njit([_i64(vec, _f64a, _i64, _i64, _f64, _f64a, _i64, _u8a, _i64a, _i64a, _i64)
+       for vec in (_ro_f32, _ro_f64)], **_jit)
+def quantize_chunk(v, u, lo, bsize, pre, fac, s, hit, idx, lev, count):
+    """Levels ``floor((v_i * pre) * fac[bucket] + u)`` of ``v[lo:lo + len(u)]``,
+    clamped to ``-s..s``; the nonzero ones are appended to ``idx``/``lev`` from
+    ``count`` on. Returns the new count. Overwrites the uniforms ``u``; ``hit`` is
+    scratch of ``>= len(u)`` bytes, a multiple of 8.
+
+    ``pre`` is 1 (an exact no-op) except for tiny scales, where the scaling takes
+    two steps; each is one float64 rounding, as in the numpy formulation.
+    """
+    n = u.size
+    i = 0
+    while i < n:
+        b = (lo + i) // bsize
+        end = min(n, (b + 1) * bsize - lo)
+        _flag_nonzero(v[lo + i:lo + end], u[i:end], pre, fac[b], hit[i:end])
+        i = end
+    words = hit.view(np.uint64)                 # then skip 8 zero levels at a time
+    for w in range((n + 7) // 8):
+        if w < n // 8 and not words[w]:
+            continue
+        for j in range(8 * w, min(n, 8 * w + 8)):
+            if hit[j]:
+                idx[count] = lo + j
+                lev[count] = np.int64(max(min(np.floor(u[j]), s), -s))  # a rare +-(s + 1)
+                count += 1
+    return count
+
+
+# --------------------------------------------------------------------------- bit writing
+@njit(inline="always")
+def _put(words, pos, value, n):
+    """OR ``value`` (< 2**n, n <= 57) into the MSB-first stream ``words`` at bit ``pos``."""
+    if n == 0:
+        return
+    w = pos >> 6
+    end = (pos & 63) + n
+    val = _U64(value)
+    if end <= 64:
+        words[w] |= val << _U64(64 - end)
+    else:
+        words[w] |= val >> _U64(end - 64)
+        words[w + 1] |= val << _U64(128 - end)
+
+
+@njit(inline="always")
+def _to_bytes(words, nbytes):
+    """The first ``nbytes`` bytes of ``words``, most significant byte first."""
+    out = np.empty(nbytes, dtype=np.uint8)
+    for i in range(nbytes):
+        out[i] = np.uint8((words[i >> 3] >> _U64(56 - 8 * (i & 7))) & _U64(0xFF))
+    return out
+
+
+@njit(inline="always")
+def _new_words(nbits):
+    return np.zeros((nbits + 63) // 64 + 1, dtype=_U64)
+
+
+@njit("UniTuple(int64, 3)(int64[::1], int64[::1], int64)", **_jit)
+def elias_lengths(idx, lev, k):
+    """(sum of gap tails ``L_j``, of the unary parts ``K`` of ``gamma(L_j + 1)``, of
+    the unary parts of ``gamma(|level_j|)``) over the ``k`` nonzeros."""
+    tails = gap_unary = level_unary = 0
+    prev = -1
+    for j in range(k):
+        tail = _bit_length(idx[j] - prev) - 1
+        prev = idx[j]
+        tails += tail
+        gap_unary += _bit_length(tail + 1) - 1
+        level_unary += _bit_length(abs(lev[j])) - 1
+    return tails, gap_unary, level_unary
+
+
+@njit("uint8[::1](int64[::1], int64[::1], int64, boolean, int64, int64)", **_jit)
+def elias_write(idx, lev, k, gamma_gaps, unary_sum, nbits):
+    """The sparse stream: ``delta(k + 1)``, then the four sections of the spec."""
+    words = _new_words(nbits)
+    n = k + 1                                   # delta(n): gamma(L + 1), L low bits of n
+    tail = _bit_length(n) - 1
+    unary = _bit_length(tail + 1) - 1
+    _put(words, unary, 1, 1)
+    _put(words, unary + 1, tail + 1 - (1 << unary), unary)
+    _put(words, 2 * unary + 1, n - (1 << tail), tail)
+    p0 = 2 * unary + 1 + tail                   # unary parts
+    p1 = p0 + 2 * k + unary_sum                 # gamma tails
+    p2 = p1 + unary_sum                         # signs
+    p3 = p2 + k                                 # delta: low bits of the gaps
+    prev = -1
+    for j in range(k):
+        gap = idx[j] - prev
+        prev = idx[j]
+        tail = _bit_length(gap) - 1
+        if gamma_gaps:                          # gamma(gap)
+            p0 += tail
+            _put(words, p0, 1, 1)
+            p0 += 1
+            _put(words, p1, gap - (1 << tail), tail)
+            p1 += tail
+        else:                                   # delta(gap): gamma(L + 1), then L bits
+            m = tail + 1
+            km = _bit_length(m) - 1
+            p0 += km
+            _put(words, p0, 1, 1)
+            p0 += 1
+            _put(words, p1, m - (1 << km), km)
+            p1 += km
+            _put(words, p3, gap - (1 << tail), tail)
+            p3 += tail
+        level = lev[j]
+        mag = abs(level)
+        km = _bit_length(mag) - 1               # gamma(|level|)
+        p0 += km
+        _put(words, p0, 1, 1)
+        p0 += 1
+        _put(words, p1, mag - (1 << km), km)
+        p1 += km
+        if level < 0:
+            _put(words, p2, 1, 1)
+        p2 += 1
+    return _to_bytes(words, (nbits + 7) // 8)
+
+
+@njit("uint8[::1](int64[::1], int64[::1], int64, int64, int64)", **_jit)
+def dense_write(idx, lev, k, d, width):
+    """``d`` sign-magnitude fields of ``width`` bits, zero except at the nonzeros."""
+    nbits = d * width
+    words = _new_words(nbits)
+    sign = np.int64(1) << (width - 1)
+    for j in range(k):
+        level = lev[j]
+        _put(words, idx[j] * width, abs(level) | (sign if level < 0 else 0), width)
+    return _to_bytes(words, (nbits + 7) // 8)
+
+
+# --------------------------------------------------------------------------- bit reading
+@njit(inline="always")
+def _padded(body):
+    """``body`` followed by 8 zero bytes, so that an 8-byte window read at any byte
+    offset up to ``len(body)`` stays inside the array."""
+    buf = np.zeros(body.size + 8, dtype=np.uint8)
+    buf[:body.size] = body
+    return buf
+
+
+@njit(inline="always")
+def _window(buf, pos):
+    """The 64 bits of ``buf`` from bit ``pos`` on (``pos >> 3 <= len(buf) - 8``)."""
+    b = pos >> 3
+    w = _U64(0)
+    for i in range(8):
+        w = (w << _U64(8)) | _U64(buf[b + i])
+    return w << _U64(pos & 7)
+
+
+@njit(inline="always")
+def _get(buf, pos, n):
+    """The ``n``-bit field (n <= 57) at bit ``pos``; the caller checked it is inside."""
+    if n == 0:
+        return np.int64(0)
+    return np.int64(_window(buf, pos) >> _U64(64 - n))
+
+
+@njit(inline="always")
+def _trailing(buf, nbytes, pos):
+    """0 if the stream ends at bit ``pos`` (zero padding to the byte), else an error."""
+    if (pos + 7) // 8 != nbytes:
+        return E_TRAILING_BYTES
+    if pos < 8 * nbytes and _get(buf, pos, 8 * nbytes - pos) != 0:
+        return E_PADDING
+    return 0
+
+
+@njit(_err(_ro_u8, _i64, _i64, types.boolean, _i64, _f64a, _f64, _f64a), **_jit)
+def elias_read(body, d, s, gamma_gaps, bsize, steps, factor, out):
+    """Decode a sparse stream into the zeroed ``out``; (error code or 0, detail)."""
+    nbytes = body.size
+    nbits = 8 * nbytes
+    buf = _padded(body)
+    # the count: delta(k + 1) within the first 64 bits
+    head = _window(buf, 0)
+    unary = np.int64(_clz(head)) if head else 64
+    if unary > 5:                               # L + 1 <= 33: k + 1 < 2**32
+        return E_COUNT_INVALID, 0
+    tail = np.int64(head >> _U64(63 - 2 * unary)) - 1
+    start = 2 * unary + 1 + tail
+    if start > nbits or start > 64:
+        return E_COUNT_SHORT, 0
+    count = ((np.int64(1) << tail) | _get(buf, 2 * unary + 1, tail)) - 1
+    if count > d or 3 * count > nbits - start:  # >= 3 bits per nonzero
+        return E_COUNT_IMPOSSIBLE, count
+    if count == 0:
+        return (E_EMPTY_TRAILING if _trailing(buf, nbytes, start) else 0), 0
+    # section 1: the 2k unary parts give every codeword length
+    ks = np.empty(2 * count, dtype=np.int64)
+    pos = start
+    kmax = ksum = 0
+    for j in range(2 * count):
+        run = 0
+        while True:
+            if pos >= nbits:
+                return E_RAN_OUT_UNARY, 0
+            w = _window(buf, pos)              # zero past the stream's end
+            if w:
+                z = np.int64(_clz(w))
+                run += z
+                pos += z + 1
+                break
+            step = min(57, nbits - pos)         # the window holds >= 57 stream bits
+            run += step
+            pos += step
+        ks[j] = run
+        ksum += run
+        kmax = max(kmax, run)
+    if kmax >= MAX_TAIL_BITS:
+        return E_TAIL_TOO_LONG, kmax
+    if pos + ksum + count > nbits:
+        return E_RAN_OUT_TAILS, 0
+    tails_at, signs_at = pos, pos + ksum
+    lows_at = signs_at + count
+    # sections 2 and 4, checked before anything is written
+    p1 = tails_at
+    level_max = gap_tail_max = tsum = 0
+    for j in range(count):
+        k0, k1 = ks[2 * j], ks[2 * j + 1]
+        v0 = (np.int64(1) << k0) | _get(buf, p1, k0)
+        level = (np.int64(1) << k1) | _get(buf, p1 + k0, k1)
+        p1 += k0 + k1
+        level_max = max(level_max, level)
+        if not gamma_gaps:
+            gap_tail_max = max(gap_tail_max, v0 - 1)
+            tsum += v0 - 1
+    if level_max > s:
+        return E_LEVEL, level_max
+    if gap_tail_max >= MAX_TAIL_BITS:
+        return E_GAP_TAIL, gap_tail_max
+    end = lows_at + tsum
+    if end > nbits:
+        return E_RAN_OUT_GAPS, 0
+    err = _trailing(buf, nbytes, end)
+    if err:
+        return err, 0 if err == E_PADDING else nbytes - (end + 7) // 8
+    # values
+    p1, p2, p3 = tails_at, signs_at, lows_at
+    i = -1
+    b, bucket_end = 0, bsize                    # the bucket of i, without a division
+    for j in range(count):
+        k0, k1 = ks[2 * j], ks[2 * j + 1]
+        v0 = (np.int64(1) << k0) | _get(buf, p1, k0)
+        level = (np.int64(1) << k1) | _get(buf, p1 + k0, k1)
+        p1 += k0 + k1
+        if gamma_gaps:
+            gap = v0
+        else:
+            gap = (np.int64(1) << (v0 - 1)) | _get(buf, p3, v0 - 1)
+            p3 += v0 - 1
+        i += gap
+        if i >= d:
+            return E_PAST_D, i
+        if _get(buf, p2, 1):
+            level = -level
+        p2 += 1
+        while i >= bucket_end:                  # at most d / bsize steps in all
+            b += 1
+            bucket_end += bsize
+        val = np.float64(level) * steps[b]      # as numpy computed it
+        if factor != 1.0:
+            val *= factor
+        out[i] = val
+    return 0, 0
+
+
+@njit(_err(_ro_u8, _i64, _i64, _i64, _i64, _f64a, _f64, _f64a), **_jit)
+def dense_read(body, d, width, s, bsize, steps, factor, out):
+    """Decode ``d`` dense fields (``body`` is exactly ``ceil(d width / 8)`` bytes) into
+    ``out``; (error code or 0, detail)."""
+    nbytes = body.size
+    if nbytes != (d * width + 7) // 8:
+        return E_TRAILING_BYTES, 0
+    buf = _padded(body)
+    if _trailing(buf, nbytes, d * width):
+        return E_PADDING, 0
+    field = _U64((1 << width) - 1)
+    mask = (np.int64(1) << (width - 1)) - 1
+    mag_max = 0
+    negative_zero = False
+    acc = _U64(0)                               # bits not yet read, at the bottom
+    held = p = 0
+    for lo in range(0, d, bsize):
+        step = steps[lo // bsize]
+        seg = out[lo:min(d, lo + bsize)]
+        for i in range(seg.size):
+            while held < width:                 # d * width bits: p stays < nbytes
+                acc = (acc << _U64(8)) | _U64(buf[p])
+                p += 1
+                held += 8
+            held -= width
+            code = np.int64((acc >> _U64(held)) & field)
+            level = code & mask
+            mag_max = max(mag_max, level)
+            if code > mask:                     # the sign bit
+                negative_zero |= level == 0
+                level = -level
+            val = np.float64(level) * step
+            if factor != 1.0:
+                val *= factor
+            seg[i] = val
+    if mag_max > s:
+        return E_LEVEL, mag_max
+    if negative_zero:
+        return E_NEGATIVE_ZERO, 0
+    return 0, 0
