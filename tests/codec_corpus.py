@@ -27,7 +27,7 @@ import numpy as np
 
 PATH = Path(__file__).parent / "data" / "codec_corpus.json"
 RECIPES = ("normal", "mixed", "zeros", "tiny", "subnormal", "huge", "float32", "onehot",
-           "sparse", "equal", "ramp", "ints")
+           "sparse", "equal", "ramp", "ints", "negzero")
 DIMS = (1, 2, 3, 5, 7, 8, 9, 13, 63, 64, 65, 100, 1000, 4097, 10_000, 100_003)
 LEVELS = (1, 2, 3, 4, 7, 8, 15, 16, 31, 63, 64, 100, 126, 127, 128, 255, 256, 1000,
           32766, 32767, 32768, 65535, 70000)
@@ -66,6 +66,8 @@ def vector(recipe: str, d: int, seed: int) -> np.ndarray:
         return np.linspace(-1.0, 1.0, d)
     if recipe == "ints":
         return rng.integers(-3, 4, d).astype(np.float64)
+    if recipe == "negzero":                        # signed zeros, a few nonzeros
+        return np.where(rng.random(d) < 0.9, -0.0, np.where(rng.random(d) < 0.5, 0.0, g))
     raise ValueError(recipe)
 
 

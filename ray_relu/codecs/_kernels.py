@@ -18,6 +18,7 @@ fresh process (a Ray worker) loads machine code instead of compiling it.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
@@ -26,7 +27,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["readonly", "quantize_chunk", "elias_lengths", "elias_write", "dense_write",
+__all__ = ["readonly", "scales", "quantize_chunk", "elias_lengths", "elias_write", "dense_write",
            "elias_read", "dense_read", "MAX_TAIL_BITS"]
 
 # Every integer Elias-coded is < 2**32 (gaps <= d <= 2**31, levels < 2**31, the count
@@ -56,6 +57,12 @@ def _cache_dir() -> None:
 
 _cache_dir()
 _U64 = np.uint64
+_F64_MAX = np.finfo(np.float64).max
+# Scale exponents: f * 2**e is exact in float64 for every float32 f when e >= -925
+# (the smallest float32, 2**-149, lands on 2**-1074); the largest scale of a message is
+# put in [2**63, 2**64], so e <= 1024 - 64.
+MIN_EXPONENT, MAX_EXPONENT = -925, 960
+_TOP_BITS = 64
 _jit = dict(cache=True, nogil=True, error_model="numpy")
 # Input arrays may be read-only (np.frombuffer of bytes); writable ones convert to these.
 _ro_u8, _ro_f32, _ro_f64 = (types.Array(t, 1, "C", readonly=True)
@@ -88,6 +95,42 @@ def _bit_length(n):
     return 64 - np.int64(_clz(_U64(n)))
 
 
+# --------------------------------------------------------------------------- scales
+@njit(types.Tuple((types.float32[::1], _i64, _f64, _f64a, _i64))(_f64a, _i64), **_jit)
+def scales(stat, s):
+    """(float32 scales ``f``, exponent ``e``, ``pre``, per-bucket factors, error) from
+    each bucket's norm: ``f * 2**e`` is the norm rounded up, ``e`` puts the largest
+    near 2**64, and a level is ``floor((v * pre) * factor + u)`` (see
+    :func:`quantize_chunk`). Error 1: a norm is not finite; 2: a rounded-up norm
+    overflows. Powers of two are exact, so ``x * 2.0**e`` is numpy's ``ldexp``."""
+    nb = stat.size
+    f32 = np.empty(nb, dtype=np.float32)
+    fac = np.empty(nb)
+    top = 0.0
+    for b in range(nb):
+        if not stat[b] <= _F64_MAX:
+            return f32, 0, 1.0, fac, 1
+        top = max(top, stat[b])
+    exponent = 0 if top == 0 else max(math.frexp(top)[1] - _TOP_BITS, MIN_EXPONENT)
+    down, up = math.ldexp(1.0, -exponent), math.ldexp(1.0, exponent)
+    finite = True
+    for b in range(nb):
+        f = np.float32(stat[b] * down)
+        for _ in range(2):                      # round up: one float32 step suffices
+            if np.float64(f) * up < stat[b]:
+                f = np.nextafter(f, np.float32(np.inf))
+        f32[b] = f
+        if not np.float64(f) * up <= _F64_MAX:
+            return f32, 0, 1.0, fac, 2
+        fac[b] = (s / np.float64(f) if f > 0 else 0.0) * down
+        finite &= fac[b] <= _F64_MAX
+    if finite:
+        return f32, exponent, 1.0, fac, 0       # x * 1.0 is exact: one multiply
+    for b in range(nb):                         # tiny scales: two exact-enough steps
+        fac[b] = s / np.float64(f32[b]) if f32[b] > 0 else 0.0
+    return f32, exponent, down, fac, 0
+
+
 # --------------------------------------------------------------------------- quantizer
 @njit(inline="always")
 def _flag_nonzero(v, u, pre, f, hit):
@@ -104,8 +147,8 @@ def _flag_nonzero(v, u, pre, f, hit):
 def quantize_chunk(v, u, lo, bsize, pre, fac, s, hit, idx, lev, count):
     """Levels ``floor((v_i * pre) * fac[bucket] + u)`` of ``v[lo:lo + len(u)]``,
     clamped to ``-s..s``; the nonzero ones are appended to ``idx``/``lev`` from
-    ``count`` on. Returns the new count. Overwrites the uniforms ``u``; ``hit`` is
-    scratch of ``>= len(u)`` bytes, a multiple of 8.
+    ``count`` on (they need 8 spare entries). Returns the new count. Overwrites the
+    uniforms ``u``; ``hit`` is scratch of ``>= len(u)`` bytes, a multiple of 8.
 
     ``pre`` is 1 (an exact no-op) except for tiny scales, where the scaling takes
     two steps; each is one float64 rounding, as in the numpy formulation.
@@ -117,15 +160,16 @@ def quantize_chunk(v, u, lo, bsize, pre, fac, s, hit, idx, lev, count):
         end = min(n, (b + 1) * bsize - lo)
         _flag_nonzero(v[lo + i:lo + end], u[i:end], pre, fac[b], hit[i:end])
         i = end
-    words = hit.view(np.uint64)                 # then skip 8 zero levels at a time
+    words = hit.view(np.uint64)                 # then skip 8 zero levels at a time,
     for w in range((n + 7) // 8):
         if w < n // 8 and not words[w]:
             continue
         for j in range(8 * w, min(n, 8 * w + 8)):
-            if hit[j]:
-                idx[count] = lo + j
-                lev[count] = np.int64(max(min(np.floor(u[j]), s), -s))  # a rare +-(s + 1)
-                count += 1
+            # and append without a branch (random data defeats branch prediction):
+            # every level is written, the count moves on past the nonzero ones
+            idx[count] = lo + j
+            lev[count] = np.int64(max(min(np.floor(u[j]), s), -s))  # a rare +-(s + 1)
+            count += hit[j]
     return count
 
 
@@ -237,38 +281,44 @@ def dense_write(idx, lev, k, d, width):
 
 # --------------------------------------------------------------------------- bit reading
 @njit(inline="always")
-def _padded(body):
-    """``body`` followed by 8 zero bytes, so that an 8-byte window read at any byte
-    offset up to ``len(body)`` stays inside the array."""
-    buf = np.zeros(body.size + 8, dtype=np.uint8)
-    buf[:body.size] = body
-    return buf
+def _stream_words(body):
+    """``body`` as big-endian 64-bit words, then two zero words: a read of up to 64
+    bits from any bit offset below ``8 len(body)`` stays inside the array."""
+    n = body.size
+    words = np.zeros(n // 8 + 2, dtype=_U64)
+    for w in range(n // 8):
+        x = _U64(0)
+        for i in range(8):
+            x = (x << _U64(8)) | _U64(body[8 * w + i])
+        words[w] = x
+    for i in range(n - n % 8, n):
+        words[n // 8] |= _U64(body[i]) << _U64(56 - 8 * (i % 8))
+    return words
 
 
 @njit(inline="always")
-def _window(buf, pos):
-    """The 64 bits of ``buf`` from bit ``pos`` on (``pos >> 3 <= len(buf) - 8``)."""
-    b = pos >> 3
-    w = _U64(0)
-    for i in range(8):
-        w = (w << _U64(8)) | _U64(buf[b + i])
-    return w << _U64(pos & 7)
+def _window(words, pos):
+    """The 64 bits of the stream from bit ``pos`` on (zero past its end)."""
+    w = pos >> 6
+    off = _U64(pos & 63)
+    # (x >> 1) >> (63 - off): no shift by 64 when off = 0
+    return (words[w] << off) | ((words[w + 1] >> _U64(1)) >> (_U64(63) - off))
 
 
 @njit(inline="always")
-def _get(buf, pos, n):
-    """The ``n``-bit field (n <= 57) at bit ``pos``; the caller checked it is inside."""
+def _get(words, pos, n):
+    """The ``n``-bit field (n <= 64) at bit ``pos``; the caller checked it is inside."""
     if n == 0:
         return np.int64(0)
-    return np.int64(_window(buf, pos) >> _U64(64 - n))
+    return np.int64(_window(words, pos) >> _U64(64 - n))
 
 
 @njit(inline="always")
-def _trailing(buf, nbytes, pos):
+def _trailing(words, nbytes, pos):
     """0 if the stream ends at bit ``pos`` (zero padding to the byte), else an error."""
     if (pos + 7) // 8 != nbytes:
         return E_TRAILING_BYTES
-    if pos < 8 * nbytes and _get(buf, pos, 8 * nbytes - pos) != 0:
+    if pos < 8 * nbytes and _get(words, pos, 8 * nbytes - pos) != 0:
         return E_PADDING
     return 0
 
@@ -278,7 +328,7 @@ def elias_read(body, d, s, gamma_gaps, bsize, steps, factor, out):
     """Decode a sparse stream into the zeroed ``out``; (error code or 0, detail)."""
     nbytes = body.size
     nbits = 8 * nbytes
-    buf = _padded(body)
+    buf = _stream_words(body)
     # the count: delta(k + 1) within the first 64 bits
     head = _window(buf, 0)
     unary = np.int64(_clz(head)) if head else 64
@@ -293,27 +343,30 @@ def elias_read(body, d, s, gamma_gaps, bsize, steps, factor, out):
         return E_COUNT_IMPOSSIBLE, count
     if count == 0:
         return (E_EMPTY_TRAILING if _trailing(buf, nbytes, start) else 0), 0
-    # section 1: the 2k unary parts give every codeword length
+    # section 1: the 2k unary parts give every codeword length; each 64-bit window
+    # yields all the ones it holds (a short dependency chain per codeword)
     ks = np.empty(2 * count, dtype=np.int64)
     pos = start
-    kmax = ksum = 0
-    for j in range(2 * count):
-        run = 0
-        while True:
-            if pos >= nbits:
-                return E_RAN_OUT_UNARY, 0
-            w = _window(buf, pos)              # zero past the stream's end
-            if w:
-                z = np.int64(_clz(w))
-                run += z
-                pos += z + 1
-                break
-            step = min(57, nbits - pos)         # the window holds >= 57 stream bits
-            run += step
-            pos += step
-        ks[j] = run
-        ksum += run
-        kmax = max(kmax, run)
+    kmax = ksum = run = j = 0
+    while j < 2 * count:
+        if pos >= nbits:
+            return E_RAN_OUT_UNARY, 0
+        w = _window(buf, pos)                   # zero past the stream's end
+        used = 0
+        while w and j < 2 * count:
+            z = np.int64(_clz(w))
+            run += z
+            ks[j] = run
+            ksum += run
+            kmax = max(kmax, run)
+            run = 0
+            j += 1
+            used += z + 1
+            w = (w << _U64(z)) << _U64(1)       # no shift by 64
+        if j < 2 * count:
+            run += 64 - used
+            used = 64
+        pos += used
     if kmax >= MAX_TAIL_BITS:
         return E_TAIL_TOO_LONG, kmax
     if pos + ksum + count > nbits:
@@ -379,8 +432,8 @@ def dense_read(body, d, width, s, bsize, steps, factor, out):
     nbytes = body.size
     if nbytes != (d * width + 7) // 8:
         return E_TRAILING_BYTES, 0
-    buf = _padded(body)
-    if _trailing(buf, nbytes, d * width):
+    pad = 8 * nbytes - d * width
+    if body[nbytes - 1] & ((1 << pad) - 1):
         return E_PADDING, 0
     field = _U64((1 << width) - 1)
     mask = (np.int64(1) << (width - 1)) - 1
@@ -393,7 +446,7 @@ def dense_read(body, d, width, s, bsize, steps, factor, out):
         seg = out[lo:min(d, lo + bsize)]
         for i in range(seg.size):
             while held < width:                 # d * width bits: p stays < nbytes
-                acc = (acc << _U64(8)) | _U64(buf[p])
+                acc = (acc << _U64(8)) | _U64(body[p])
                 p += 1
                 held += 8
             held -= width

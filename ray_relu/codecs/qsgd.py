@@ -57,11 +57,7 @@ from . import _kernels as _k
 __all__ = ["QSGD"]
 
 MAX_LEVELS = 2 ** 31 - 1          # a signed level fits int32; dense fields fit 32 bits
-# Scale exponents: f * 2**e is exact in float64 for every float32 f when e >= -925
-# (the smallest float32, 2**-149, lands on 2**-1074); the largest scale of a message is
-# put in [2**63, 2**64], so e <= 1024 - 64.
-MIN_EXPONENT, MAX_EXPONENT = -925, 960
-_TOP_BITS = 64
+MIN_EXPONENT, MAX_EXPONENT = _k.MIN_EXPONENT, _k.MAX_EXPONENT
 # Below this sum of squares, squaring may have lost the norm to underflow (a square below
 # 2**-1022 is subnormal, below 2**-1074 zero); above it, it may overflow. Such rows are
 # rescaled by their largest entry first.
@@ -147,8 +143,9 @@ class QSGD(Codec):
         if tail:
             x[nfull * b:] *= per[nfull]
 
-    def _bucket_stats(self, x: np.ndarray) -> np.ndarray:
+    def _bucket_stats(self, v: np.ndarray) -> np.ndarray:
         """Each bucket's l2 norm or max-abs (float64; NaN or inf for non-finite input)."""
+        x = np.asarray(v, dtype=np.float64)
         d = x.size
         b = self._bucket(d)
         nfull, tail = divmod(d, b)
@@ -157,35 +154,27 @@ class QSGD(Codec):
             rows.append(x[nfull * b:].reshape(1, tail))
         if self.norm == "l2":
             stats = [_row_norms(r) for r in rows]
-        else:
+        else:           # numpy's, for its sign of zero: a -0.0 scale is on the wire
             stats = [np.maximum(r.max(axis=1), -r.min(axis=1)) for r in rows]
         return stats[0] if len(stats) == 1 else np.concatenate(stats)
 
     # -- quantization ---------------------------------------------------------------
-    def _scales(self, x: np.ndarray) -> tuple[np.ndarray, int]:
-        """Float32 scale of each bucket and the message exponent ``e``: the true scale
+    def _scales(self, v: np.ndarray) -> tuple[np.ndarray, int, float, np.ndarray]:
+        """(float32 scale ``f`` of each bucket, the message exponent ``e``, and ``pre``
+        and the per-bucket factors of :func:`_kernels.quantize_chunk`): the true scale
         ``f * 2**e`` is the bucket statistic rounded up (so it bounds every ``|x_i|``)."""
         with np.errstate(over="ignore", invalid="ignore"):
-            stat = self._bucket_stats(x)
-        if not np.isfinite(stat).all():
-            if not np.isfinite(x).all():
-                raise non_finite_error("vec", x)
+            stat = self._bucket_stats(v)
+        f32, exponent, pre, factor, err = _k.scales(stat, self.levels)
+        if err == 1:
+            if not np.isfinite(v).all():
+                raise non_finite_error("vec", v)
             raise ValueError(f"vec has a bucket {self.norm} norm beyond the float64 range; "
                              f"allowed: vectors whose bucket norms are finite")
-        top = float(stat.max())
-        exponent = 0 if top == 0 else max(int(np.frexp(top)[1]) - _TOP_BITS, MIN_EXPONENT)
-        f32 = np.ldexp(stat, -exponent).astype(np.float32)
-        with np.errstate(over="ignore"):
-            for _ in range(2):            # round up (a float32 step is always enough)
-                low = _full_scales(f32, exponent) < stat
-                if not low.any():
-                    break
-                f32[low] = np.nextafter(f32[low], np.float32(np.inf))
-            full = _full_scales(f32, exponent)
-        if not np.isfinite(full).all():   # only within 2**-24 of the float64 maximum
+        if err == 2:                     # only within 2**-24 of the float64 maximum
             raise ValueError(f"vec has a bucket {self.norm} norm too close to the float64 "
                              f"maximum; allowed: norms below about 1.7e308")
-        return f32, exponent
+        return f32, exponent, pre, factor
 
     def _levels(self, v: np.ndarray, rng: np.random.Generator
                 ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
@@ -195,20 +184,11 @@ class QSGD(Codec):
         The uniforms are drawn in order, ``rng.random(d)`` in cache-sized slices, each
         consumed by the compiled quantizer right away.
         """
-        x = np.ascontiguousarray(v, dtype=np.float64)
-        f32, exponent = self._scales(x)
-        s = float(self.levels)
-        with np.errstate(divide="ignore", over="ignore"):
-            per = np.where(f32 > 0, s / np.where(f32 > 0, f32, 1).astype(np.float64), 0.0)
-            factor = per * 2.0 ** -exponent
-        if np.isfinite(factor).all():
-            pre = 1.0                        # x * 1.0 is exact: one multiply, by factor
-        else:                                # tiny scales: two exact-enough steps
-            pre, factor = 2.0 ** -exponent, per
+        src = _k.readonly(np.ascontiguousarray(v))     # float32 is read as it is
+        f32, exponent, pre, factor = self._scales(src)
         d = v.size
-        src = _k.readonly(v if v.flags.c_contiguous else x)  # float32 is read as it is
-        idx = np.empty(d, dtype=np.int64)    # untouched pages beyond the nonzeros cost
-        lev = np.empty(d, dtype=np.int64)    # nothing
+        idx = np.empty(d + 8, dtype=np.int64)  # untouched pages beyond the nonzeros
+        lev = np.empty(d + 8, dtype=np.int64)  # cost nothing
         u = np.empty(min(d, _QCHUNK))
         hit = np.empty(-(-u.size // 8) * 8, dtype=np.uint8)
         count = 0
@@ -382,6 +362,8 @@ def _row_norms(rows: np.ndarray) -> np.ndarray:
     """l2 norm of each row of a 2-D float64 array, without underflow or overflow."""
     sumsq = np.einsum("ij,ij->i", rows, rows)
     norms = np.sqrt(sumsq)
+    if sumsq.min() >= _SMALL_SUMSQ and sumsq.max() <= _LARGE_SUMSQ:
+        return norms                             # NaN fails these too
     redo = np.flatnonzero(~((sumsq >= _SMALL_SUMSQ) & (sumsq <= _LARGE_SUMSQ)))
     if redo.size:                                # rare: rescale by the largest entry
         sub = np.abs(rows[redo])
