@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["readonly", "scales", "quantize_chunk", "elias_lengths", "elias_write", "dense_write",
+__all__ = ["readonly", "scales", "quantize_chunk", "elias_sizes", "elias_write", "dense_write",
            "elias_read", "dense_read", "MAX_TAIL_BITS"]
 
 # Every integer Elias-coded is < 2**32 (gaps <= d <= 2**31, levels < 2**31, the count
@@ -203,19 +203,30 @@ def _new_words(nbits):
     return np.zeros((nbits + 63) // 64 + 1, dtype=_U64)
 
 
-@njit("UniTuple(int64, 3)(int64[::1], int64[::1], int64)", **_jit)
-def elias_lengths(idx, lev, k):
-    """(sum of gap tails ``L_j``, of the unary parts ``K`` of ``gamma(L_j + 1)``, of
-    the unary parts of ``gamma(|level_j|)``) over the ``k`` nonzeros."""
+@njit(inline="always")
+def _delta_length(n):
+    tail = _bit_length(n) - 1
+    return tail + 2 * _bit_length(tail + 1) - 1
+
+
+@njit("UniTuple(int64, 4)(int64[::1], int64[::1], int64)", **_jit)
+def elias_sizes(idx, lev, k):
+    """Bits of the sparse stream of the ``k`` nonzeros with delta-coded and with
+    gamma-coded gaps, and the length of its unary section (less its ``2k`` ones) in
+    each case: ``(delta_bits, gamma_bits, delta_unary, gamma_unary)``."""
     tails = gap_unary = level_unary = 0
     prev = -1
     for j in range(k):
-        tail = _bit_length(idx[j] - prev) - 1
+        tail = _bit_length(idx[j] - prev) - 1     # L = floor(log2 gap)
         prev = idx[j]
         tails += tail
-        gap_unary += _bit_length(tail + 1) - 1
+        gap_unary += _bit_length(tail + 1) - 1    # K of gamma(L + 1)
         level_unary += _bit_length(abs(lev[j])) - 1
-    return tails, gap_unary, level_unary
+    delta_unary = gap_unary + level_unary
+    gamma_unary = tails + level_unary             # gamma(gap) has K = L
+    count = _delta_length(k + 1)                  # the count k, as delta(k + 1)
+    return (count + 2 * delta_unary + 3 * k + tails, count + 2 * gamma_unary + 3 * k,
+            delta_unary, gamma_unary)
 
 
 @njit("uint8[::1](int64[::1], int64[::1], int64, boolean, int64, int64)", **_jit)

@@ -254,17 +254,15 @@ class QSGD(Codec):
         f32, exponent, idx, lev = self._levels(v, self._rng if rng is None else rng)
         k = idx.size
         if coding != "dense":
-            gap_tails, gap_unary, level_unary = _k.elias_lengths(idx, lev, k)
-            delta_bits = 2 * (gap_unary + level_unary) + 3 * k + gap_tails
-            gamma_bits = 2 * (gap_tails + level_unary) + 3 * k   # gamma(g): K = L
+            delta_bits, gamma_bits, delta_unary, gamma_unary = _k.elias_sizes(idx, lev, k)
             gamma_gaps = gamma_bits < delta_bits
-            nbits = _delta_length(k + 1) + min(gamma_bits, delta_bits)
+            nbits = min(gamma_bits, delta_bits)
             if coding == "auto":
                 dense_bytes = -(-d * self.dense_width // 8)
                 coding = "elias" if -(-nbits // 8) < dense_bytes else "dense"
         if coding == "elias":
-            unary_sum = level_unary + (gap_tails if gamma_gaps else gap_unary)
-            body = _k.elias_write(idx, lev, k, gamma_gaps, unary_sum, nbits)
+            body = _k.elias_write(idx, lev, k, gamma_gaps,
+                                  gamma_unary if gamma_gaps else delta_unary, nbits)
             coding = "elias-gamma" if gamma_gaps else "elias"
         else:
             body = _k.dense_write(idx, lev, k, d, self.dense_width)
@@ -324,12 +322,6 @@ class QSGD(Codec):
         if err[0]:
             raise CodecError(_error_message(*err, d=d, s=self.levels, nbytes=body.size))
         return out
-
-
-def _delta_length(n: int) -> int:
-    """Length in bits of the Elias delta code of ``n >= 1``."""
-    tail = n.bit_length() - 1
-    return tail + 2 * (tail + 1).bit_length() - 1
 
 
 def _error_message(code: int, detail: int, d: int, s: int, nbytes: int) -> str:
