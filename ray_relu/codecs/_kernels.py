@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["readonly", "scales", "quantize_chunk", "elias_sizes", "elias_write", "dense_write",
+__all__ = ["fallback_cache_dir", "readonly", "scales", "quantize_chunk", "elias_sizes", "elias_write", "dense_write",
            "elias_read", "dense_read", "MAX_TAIL_BITS"]
 
 # Every integer Elias-coded is < 2**32 (gaps <= d <= 2**31, levels < 2**31, the count
@@ -40,22 +40,22 @@ MAX_TAIL_BITS = 32
  E_TRAILING_BYTES, E_PADDING, E_PAST_D, E_NEGATIVE_ZERO) = range(1, 15)
 
 
-def _cache_dir() -> None:
-    """Point numba at a writable cache when neither the package's ``__pycache__`` nor
-    the user cache is (a read-only install); otherwise leave numba's choice alone."""
+def fallback_cache_dir() -> str | None:
+    """A writable directory for numba's cache when neither the package's
+    ``__pycache__`` nor the user cache (``~/.cache``) is writable (a read-only install,
+    a home-less service user), else None: numba's own choice then works."""
     if os.environ.get("NUMBA_CACHE_DIR"):
-        return
+        return None
     here = os.path.dirname(os.path.abspath(__file__))
     pycache = os.path.join(here, "__pycache__")
     if os.access(pycache if os.path.isdir(pycache) else here, os.W_OK):
-        return
-    user = os.path.join(os.path.expanduser("~"), ".cache")
-    if os.access(user, os.W_OK):
-        return
-    numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"ray_relu-numba-{os.getuid()}")
+        return None
+    if os.access(os.path.join(os.path.expanduser("~"), ".cache"), os.W_OK):
+        return None
+    return os.path.join(tempfile.gettempdir(), f"ray_relu-numba-{os.getuid()}")
 
 
-_cache_dir()
+numba.config.CACHE_DIR = fallback_cache_dir() or numba.config.CACHE_DIR
 _U64 = np.uint64
 _F64_MAX = np.finfo(np.float64).max
 # Scale exponents: f * 2**e is exact in float64 for every float32 f when e >= -925
