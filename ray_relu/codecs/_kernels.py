@@ -382,32 +382,12 @@ def elias_read(body, d, s, gamma_gaps, bsize, steps, factor, out):
         return E_TAIL_TOO_LONG, kmax
     if pos + ksum + count > nbits:
         return E_RAN_OUT_TAILS, 0
-    tails_at, signs_at = pos, pos + ksum
-    lows_at = signs_at + count
-    # sections 2 and 4, checked before anything is written
-    p1 = tails_at
-    level_max = gap_tail_max = tsum = 0
-    for j in range(count):
-        k0, k1 = ks[2 * j], ks[2 * j + 1]
-        v0 = (np.int64(1) << k0) | _get(buf, p1, k0)
-        level = (np.int64(1) << k1) | _get(buf, p1 + k0, k1)
-        p1 += k0 + k1
-        level_max = max(level_max, level)
-        if not gamma_gaps:
-            gap_tail_max = max(gap_tail_max, v0 - 1)
-            tsum += v0 - 1
-    if level_max > s:
-        return E_LEVEL, level_max
-    if gap_tail_max >= MAX_TAIL_BITS:
-        return E_GAP_TAIL, gap_tail_max
-    end = lows_at + tsum
-    if end > nbits:
-        return E_RAN_OUT_GAPS, 0
-    err = _trailing(buf, nbytes, end)
-    if err:
-        return err, 0 if err == E_PADDING else nbytes - (end + 7) // 8
-    # values
-    p1, p2, p3 = tails_at, signs_at, lows_at
+    # sections 2-4 in one pass: values are written as they come (inside out), and the
+    # checks are reported after it, in a fixed order (the format's own)
+    p1, p2 = pos, pos + ksum                    # tails, signs
+    p3 = p2 + count                             # delta: low bits of the gaps
+    level_max = gap_tail_max = 0
+    lows_fit = True
     i = -1
     b, bucket_end = 0, bsize                    # the bucket of i, without a division
     for j in range(count):
@@ -415,24 +395,42 @@ def elias_read(body, d, s, gamma_gaps, bsize, steps, factor, out):
         v0 = (np.int64(1) << k0) | _get(buf, p1, k0)
         level = (np.int64(1) << k1) | _get(buf, p1 + k0, k1)
         p1 += k0 + k1
+        level_max = max(level_max, level)
         if gamma_gaps:
             gap = v0
         else:
-            gap = (np.int64(1) << (v0 - 1)) | _get(buf, p3, v0 - 1)
-            p3 += v0 - 1
-        i += gap
-        if i >= d:
-            return E_PAST_D, i
+            tail = v0 - 1
+            gap_tail_max = max(gap_tail_max, tail)
+            lows_fit &= tail < MAX_TAIL_BITS and p3 + tail <= nbits
+            if not lows_fit:
+                continue                        # an error below; nothing more to write
+            gap = (np.int64(1) << tail) | _get(buf, p3, tail)
+            p3 += tail
         if _get(buf, p2, 1):
             level = -level
         p2 += 1
-        while i >= bucket_end:                  # at most d / bsize steps in all
-            b += 1
-            bucket_end += bsize
-        val = np.float64(level) * steps[b]      # as numpy computed it
-        if factor != 1.0:
-            val *= factor
-        out[i] = val
+        if i >= d:
+            continue                            # an error below
+        i += gap
+        if i < d:
+            while i >= bucket_end:              # at most d / bsize steps in all
+                b += 1
+                bucket_end += bsize
+            val = np.float64(level) * steps[b]  # as numpy computed it
+            if factor != 1.0:
+                val *= factor
+            out[i] = val
+    if level_max > s:
+        return E_LEVEL, level_max
+    if gap_tail_max >= MAX_TAIL_BITS:
+        return E_GAP_TAIL, gap_tail_max
+    if not lows_fit:
+        return E_RAN_OUT_GAPS, 0
+    err = _trailing(buf, nbytes, p3)
+    if err:
+        return err, 0 if err == E_PADDING else nbytes - (p3 + 7) // 8
+    if i >= d:
+        return E_PAST_D, i
     return 0, 0
 
 
