@@ -27,6 +27,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
+from .qsgd import MIN_EXPONENT, TOP_BITS
+
 __all__ = ["fallback_cache_dir", "readonly", "scales", "quantize_chunk", "elias_sizes", "elias_write", "dense_write",
            "elias_read", "dense_read", "MAX_TAIL_BITS"]
 
@@ -58,11 +60,6 @@ def fallback_cache_dir() -> str | None:
 numba.config.CACHE_DIR = fallback_cache_dir() or numba.config.CACHE_DIR
 _U64 = np.uint64
 _F64_MAX = np.finfo(np.float64).max
-# Scale exponents: f * 2**e is exact in float64 for every float32 f when e >= -925
-# (the smallest float32, 2**-149, lands on 2**-1074); the largest scale of a message is
-# put in [2**63, 2**64], so e <= 1024 - 64.
-MIN_EXPONENT, MAX_EXPONENT = -925, 960
-_TOP_BITS = 64
 _jit = dict(cache=True, nogil=True, error_model="numpy")
 # Input arrays may be read-only (np.frombuffer of bytes); writable ones convert to these.
 _ro_u8, _ro_f32, _ro_f64 = (types.Array(t, 1, "C", readonly=True)
@@ -111,7 +108,7 @@ def scales(stat, s):
         if not stat[b] <= _F64_MAX:
             return f32, 0, 1.0, fac, 1
         top = max(top, stat[b])
-    exponent = 0 if top == 0 else max(math.frexp(top)[1] - _TOP_BITS, MIN_EXPONENT)
+    exponent = 0 if top == 0 else max(math.frexp(top)[1] - TOP_BITS, MIN_EXPONENT)
     down, up = math.ldexp(1.0, -exponent), math.ldexp(1.0, exponent)
     finite = True
     for b in range(nb):
