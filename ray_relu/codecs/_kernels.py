@@ -226,52 +226,66 @@ def elias_sizes(idx, lev, k):
             delta_unary, gamma_unary)
 
 
+@njit(inline="always")
+def _push(words, acc, held, w, value, n):
+    """Append ``n <= 33`` bits (``value < 2**n``) to a stream kept in registers as
+    (``acc``: its last ``held < 64`` bits, ``w``: the word they belong to); each word
+    it fills is OR-ed into ``words`` (streams share their boundary words)."""
+    if held + n < 64:
+        return (acc << _U64(n)) | _U64(value), held + n, w
+    room = 64 - held                            # 31 <= held, so 1 <= room <= 33
+    words[w] |= (acc << _U64(room)) | (_U64(value) >> _U64(n - room))
+    held = n - room
+    return _U64(value) & ((_U64(1) << _U64(held)) - _U64(1)), held, w + 1
+
+
+@njit(inline="always")
+def _flush(words, acc, held, w):
+    if held:
+        words[w] |= acc << _U64(64 - held)
+
+
 @njit("uint8[::1](int64[::1], int64[::1], int64, boolean, int64, int64)", **_jit)
 def elias_write(idx, lev, k, gamma_gaps, unary_sum, nbits):
-    """The sparse stream: ``delta(k + 1)``, then the four sections of the spec."""
+    """The sparse stream: ``delta(k + 1)``, then the four sections of the spec, each
+    written as its own stream (from the offsets the sizes give)."""
     words = _new_words(nbits)
     n = k + 1                                   # delta(n): gamma(L + 1), L low bits of n
     tail = _bit_length(n) - 1
     unary = _bit_length(tail + 1) - 1
-    _put(words, unary, 1, 1)
-    _put(words, unary + 1, tail + 1 - (1 << unary), unary)
-    _put(words, 2 * unary + 1, n - (1 << tail), tail)
-    p0 = 2 * unary + 1 + tail                   # unary parts
-    p1 = p0 + 2 * k + unary_sum                 # gamma tails
-    p2 = p1 + unary_sum                         # signs
-    p3 = p2 + k                                 # delta: low bits of the gaps
+    a0, h0, w0 = _push(words, _U64(0), 0, 0, 1, unary + 1)
+    a0, h0, w0 = _push(words, a0, h0, w0, tail + 1 - (1 << unary), unary)
+    a0, h0, w0 = _push(words, a0, h0, w0, n - (1 << tail), tail)
+    p1 = 2 * unary + 1 + tail + 2 * k + unary_sum   # the unary parts follow the count
+    p2 = p1 + unary_sum
+    p3 = p2 + k
+    a1, h1, w1 = _U64(0), p1 & 63, p1 >> 6      # gamma tails
+    a2, h2, w2 = _U64(0), p2 & 63, p2 >> 6      # signs
+    a3, h3, w3 = _U64(0), p3 & 63, p3 >> 6      # delta: low bits of the gaps
     prev = -1
     for j in range(k):
         gap = idx[j] - prev
         prev = idx[j]
         tail = _bit_length(gap) - 1
         if gamma_gaps:                          # gamma(gap)
-            p0 += tail
-            _put(words, p0, 1, 1)
-            p0 += 1
-            _put(words, p1, gap - (1 << tail), tail)
-            p1 += tail
+            a0, h0, w0 = _push(words, a0, h0, w0, 1, tail + 1)
+            a1, h1, w1 = _push(words, a1, h1, w1, gap - (1 << tail), tail)
         else:                                   # delta(gap): gamma(L + 1), then L bits
             m = tail + 1
             km = _bit_length(m) - 1
-            p0 += km
-            _put(words, p0, 1, 1)
-            p0 += 1
-            _put(words, p1, m - (1 << km), km)
-            p1 += km
-            _put(words, p3, gap - (1 << tail), tail)
-            p3 += tail
+            a0, h0, w0 = _push(words, a0, h0, w0, 1, km + 1)
+            a1, h1, w1 = _push(words, a1, h1, w1, m - (1 << km), km)
+            a3, h3, w3 = _push(words, a3, h3, w3, gap - (1 << tail), tail)
         level = lev[j]
         mag = abs(level)
         km = _bit_length(mag) - 1               # gamma(|level|)
-        p0 += km
-        _put(words, p0, 1, 1)
-        p0 += 1
-        _put(words, p1, mag - (1 << km), km)
-        p1 += km
-        if level < 0:
-            _put(words, p2, 1, 1)
-        p2 += 1
+        a0, h0, w0 = _push(words, a0, h0, w0, 1, km + 1)
+        a1, h1, w1 = _push(words, a1, h1, w1, mag - (1 << km), km)
+        a2, h2, w2 = _push(words, a2, h2, w2, 1 if level < 0 else 0, 1)
+    _flush(words, a0, h0, w0)
+    _flush(words, a1, h1, w1)
+    _flush(words, a2, h2, w2)
+    _flush(words, a3, h3, w3)
     return _to_bytes(words, (nbits + 7) // 8)
 
 
