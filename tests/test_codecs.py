@@ -1031,33 +1031,3 @@ def test_elias_stream_is_the_textbook_code_regrouped(levels, d, gap_code):
                            + sum(map(len, level_words)) + len(signs))
     bits = "".join(f"{b:08b}" for b in msg[HEADER_SIZE + 4:])
     assert bits == stream + "0" * (-len(stream) % 8)
-
-
-def test_field_packing_round_trips():
-    from ray_relu.codecs.bitcoding import (MAX_FIELD_BITS, pack_fields, pack_fixed,
-                                           unpack_fields, unpack_fixed)
-    rng = np.random.default_rng(3)
-    for n in (0, 1, 5, 64, 1000, 70000):
-        widths = rng.integers(0, MAX_FIELD_BITS + 1, n)
-        widths[rng.random(n) < 0.3] = 0
-        values = rng.integers(0, 2 ** 62, n) & ((1 << widths) - 1)
-        data, total = pack_fields((values, widths))
-        assert total == widths.sum() and data.size == -(-total // 8)
-        expected = "".join(format(int(v), f"0{w}b") if w else "" for v, w in zip(values, widths))
-        if n <= 1000:
-            bits = "".join(f"{b:08b}" for b in data.tobytes())
-            assert bits == expected + "0" * (-len(expected) % 8)
-        starts = np.cumsum(widths) - widths
-        np.testing.assert_array_equal(unpack_fields(data, starts, widths), values)
-    for width in range(1, 33):
-        for n in (1, 7, 8, 9, 1001):
-            codes = rng.integers(0, 2 ** width, n, dtype=np.uint64)
-            typed = codes.astype(np.uint8 if width <= 8 else np.uint16 if width <= 16
-                                 else np.uint32)
-            data = pack_fixed(typed, width)
-            assert len(data) == -(-n * width // 8)
-            expected = "".join(format(int(c), f"0{width}b") for c in codes)
-            bits = "".join(f"{b:08b}" for b in data)
-            assert bits == expected + "0" * (-len(expected) % 8)
-            out = unpack_fixed(np.frombuffer(data, dtype=np.uint8), n, width)
-            np.testing.assert_array_equal(out.astype(np.uint64), codes)

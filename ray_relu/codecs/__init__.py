@@ -1,7 +1,8 @@
 """Gradient codecs: full precision, fp16 and QSGD, behind a numcodecs-style interface.
 
-Pure numpy; knows nothing of the model. ``encode`` gives self-describing bytes (the
-number of bytes on the wire is ``len`` of them), ``decode`` gives a float64 vector::
+Numpy, with compiled (numba) kernels for QSGD; knows nothing of the model. ``encode``
+gives self-describing bytes (the number of bytes on the wire is ``len`` of them),
+``decode`` gives a float64 vector::
 
     codec = get_codec("qsgd", levels=16, seed=0)
     msg = codec.encode(grad)

@@ -52,18 +52,28 @@ import numpy as np
 
 from .._validation import check_choice, check_int
 from .base import Codec, CodecError, Header, MAX_DIM, check_vector, non_finite_error
-from .bitcoding import (CHUNK, MAX_TAIL_BITS, bit_length, delta_length, new_words,
-                        or_bits, or_fields,
-                        pack_fixed, unpack_fields, unpack_fixed, words_to_bytes)
 
 __all__ = ["QSGD"]
+
+
+class _LazyKernels:
+    """Stands for ``_kernels`` until first used: importing numba and loading the
+    compiled code costs a fresh process ~0.6 s of CPU, which only QSGD users pay."""
+
+    def __getattr__(self, name: str) -> Any:
+        from . import _kernels
+        globals()["_k"] = _kernels
+        return getattr(_kernels, name)
+
+
+_k: Any = _LazyKernels()
 
 MAX_LEVELS = 2 ** 31 - 1          # a signed level fits int32; dense fields fit 32 bits
 # Scale exponents: f * 2**e is exact in float64 for every float32 f when e >= -925
 # (the smallest float32, 2**-149, lands on 2**-1074); the largest scale of a message is
 # put in [2**63, 2**64], so e <= 1024 - 64.
 MIN_EXPONENT, MAX_EXPONENT = -925, 960
-_TOP_BITS = 64
+TOP_BITS = 64
 # Below this sum of squares, squaring may have lost the norm to underflow (a square below
 # 2**-1022 is subnormal, below 2**-1074 zero); above it, it may overflow. Such rows are
 # rescaled by their largest entry first.
@@ -71,9 +81,7 @@ _SMALL_SUMSQ, _LARGE_SUMSQ = 2.0 ** -900, 2.0 ** 900
 # Below this largest bucket scale, level values are computed 2**600 larger and scaled
 # back at the end (see QSGD._steps).
 _TINY_SCALE, _TINY_SHIFT = 2.0 ** -900, 600
-_QCHUNK = 1 << 15                 # coordinates per step of the quantizer's inner loop
-# K = floor(log2 n) of the small numbers n = L + 1 <= 32 coded by gamma for the gaps
-_SMALL_UNARY = np.array([0] + [n.bit_length() - 1 for n in range(1, 33)], dtype=np.int8)
+_QCHUNK = 1 << 15                 # uniforms drawn per step: they stay in cache
 
 
 class QSGD(Codec):
@@ -151,8 +159,9 @@ class QSGD(Codec):
         if tail:
             x[nfull * b:] *= per[nfull]
 
-    def _bucket_stats(self, x: np.ndarray) -> np.ndarray:
+    def _bucket_stats(self, v: np.ndarray) -> np.ndarray:
         """Each bucket's l2 norm or max-abs (float64; NaN or inf for non-finite input)."""
+        x = np.asarray(v, dtype=np.float64)
         d = x.size
         b = self._bucket(d)
         nfull, tail = divmod(d, b)
@@ -161,75 +170,51 @@ class QSGD(Codec):
             rows.append(x[nfull * b:].reshape(1, tail))
         if self.norm == "l2":
             stats = [_row_norms(r) for r in rows]
-        else:
+        else:           # numpy's, for its sign of zero: a -0.0 scale is on the wire
             stats = [np.maximum(r.max(axis=1), -r.min(axis=1)) for r in rows]
         return stats[0] if len(stats) == 1 else np.concatenate(stats)
 
     # -- quantization ---------------------------------------------------------------
-    def _scales(self, x: np.ndarray) -> tuple[np.ndarray, int]:
-        """Float32 scale of each bucket and the message exponent ``e``: the true scale
+    def _scales(self, v: np.ndarray) -> tuple[np.ndarray, int, float, np.ndarray]:
+        """(float32 scale ``f`` of each bucket, the message exponent ``e``, and ``pre``
+        and the per-bucket factors of :func:`_kernels.quantize_chunk`): the true scale
         ``f * 2**e`` is the bucket statistic rounded up (so it bounds every ``|x_i|``)."""
         with np.errstate(over="ignore", invalid="ignore"):
-            stat = self._bucket_stats(x)
-        if not np.isfinite(stat).all():
-            if not np.isfinite(x).all():
-                raise non_finite_error("vec", x)
+            stat = self._bucket_stats(v)
+        f32, exponent, pre, factor, err = _k.scales(stat, self.levels)
+        if err == 1:
+            if not np.isfinite(v).all():
+                raise non_finite_error("vec", v)
             raise ValueError(f"vec has a bucket {self.norm} norm beyond the float64 range; "
                              f"allowed: vectors whose bucket norms are finite")
-        top = float(stat.max())
-        exponent = 0 if top == 0 else max(int(np.frexp(top)[1]) - _TOP_BITS, MIN_EXPONENT)
-        f32 = np.ldexp(stat, -exponent).astype(np.float32)
-        with np.errstate(over="ignore"):
-            for _ in range(2):            # round up (a float32 step is always enough)
-                low = _full_scales(f32, exponent) < stat
-                if not low.any():
-                    break
-                f32[low] = np.nextafter(f32[low], np.float32(np.inf))
-            full = _full_scales(f32, exponent)
-        if not np.isfinite(full).all():   # only within 2**-24 of the float64 maximum
+        if err == 2:                     # only within 2**-24 of the float64 maximum
             raise ValueError(f"vec has a bucket {self.norm} norm too close to the float64 "
                              f"maximum; allowed: norms below about 1.7e308")
-        return f32, exponent
+        return f32, exponent, pre, factor
 
-    def _levels(self, v: np.ndarray, rng: np.random.Generator, nonzero: bool = False
-                ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray | None]:
-        """(float32 scales, exponent, signed levels ``floor(s v / c + u)`` as float64,
-        and with ``nonzero`` the positions of the nonzero levels).
+    def _levels(self, v: np.ndarray, rng: np.random.Generator
+                ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+        """(float32 scales, exponent, positions int64 and signed levels int64 of the
+        nonzero levels ``floor(s v / c + u)``, clamped to ``-s..s``).
 
-        The levels are in ``-s-1..s+1``: ``s + 1`` (or ``-s-1``) only when ``|x| = s``
-        up to rounding and ``u`` within ``2**-52`` of 1; callers clamp them to ``-s..s``.
-        The uniforms are drawn in order, ``rng.random(d)`` in slices.
+        The uniforms are drawn in order, ``rng.random(d)`` in cache-sized slices, each
+        consumed by the compiled quantizer right away.
         """
-        x = np.array(v, dtype=np.float64)            # a copy we may overwrite
-        f32, exponent = self._scales(x)
-        s = float(self.levels)
-        with np.errstate(divide="ignore", over="ignore"):
-            per = np.where(f32 > 0, s / np.where(f32 > 0, f32, 1).astype(np.float64), 0.0)
-            factor = per * 2.0 ** -exponent
-        scalar = None
-        if not np.isfinite(factor).all():            # tiny scales: two exact-enough steps
-            x *= 2.0 ** -exponent
-            self._per_bucket(x, per)
-        elif factor.size == 1:
-            scalar = factor[0]                       # applied chunk by chunk below
-        else:
-            self._per_bucket(x, factor)              # x = s v / c
-        # Chunks that stay in cache: multiply, add the uniforms, floor, test for zero in
-        # one visit instead of a pass over memory for each step.
-        d = x.size
-        buf = np.empty(min(d, _QCHUNK))
-        mask = np.empty(d, dtype=bool) if nonzero else None
+        src = _k.readonly(np.ascontiguousarray(v))     # float32 is read as it is
+        f32, exponent, pre, factor = self._scales(src)
+        d = v.size
+        idx = np.empty(d + 8, dtype=np.int64)  # untouched pages beyond the nonzeros
+        lev = np.empty(d + 8, dtype=np.int64)  # cost nothing
+        u = np.empty(min(d, _QCHUNK))
+        hit = np.empty(-(-u.size // 8) * 8, dtype=np.uint8)
+        count = 0
+        bsize = self._bucket(d)
         for lo in range(0, d, _QCHUNK):
-            chunk = x[lo:lo + _QCHUNK]
-            if scalar is not None:
-                chunk *= scalar
-            u = buf[:chunk.size]
-            rng.random(out=u)
-            chunk += u
-            np.floor(chunk, out=chunk)
-            if mask is not None:
-                np.not_equal(chunk, 0, out=mask[lo:lo + _QCHUNK])
-        return f32, exponent, x, None if mask is None else np.flatnonzero(mask)
+            chunk = u[:min(_QCHUNK, d - lo)]
+            rng.random(out=chunk)
+            count = _k.quantize_chunk(src, chunk, lo, bsize, pre, factor, self.levels,
+                                      hit, idx, lev, count)
+        return f32, exponent, idx[:count], lev[:count]
 
     def quantize(self, vec: np.ndarray, rng: np.random.Generator | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -240,9 +225,10 @@ class QSGD(Codec):
         returns for a generator in the same state.
         """
         v = check_vector(vec)
-        f32, exponent, x, _ = self._levels(v, self._rng if rng is None else rng)
-        np.clip(x, -self.levels, self.levels, out=x)
-        return _full_scales(f32, exponent), x.astype(np.int32)
+        f32, exponent, idx, lev = self._levels(v, self._rng if rng is None else rng)
+        levels = np.zeros(v.size, dtype=np.int32)
+        levels[idx] = lev
+        return _full_scales(f32, exponent), levels
 
     def dequantize(self, scales: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """Quantized values ``levels * (scale / s)`` (float64), each bucket's scale."""
@@ -281,35 +267,24 @@ class QSGD(Codec):
         v = check_vector(vec)
         d = v.size
         coding = self.coding
-        f32, exponent, x, idx = self._levels(v, self._rng if rng is None else rng,
-                                             nonzero=coding != "dense")
+        f32, exponent, idx, lev = self._levels(v, self._rng if rng is None else rng)
+        k = idx.size
         if coding != "dense":
-            sparse = _SparseFields(idx, x[idx], self.levels)
+            delta_bits, gamma_bits, delta_unary, gamma_unary = _k.elias_sizes(idx, lev, k)
+            gamma_gaps = gamma_bits < delta_bits
+            nbits = min(gamma_bits, delta_bits)
             if coding == "auto":
                 dense_bytes = -(-d * self.dense_width // 8)
-                coding = "elias" if sparse.nbytes < dense_bytes else "dense"
+                coding = "elias" if -(-nbits // 8) < dense_bytes else "dense"
         if coding == "elias":
-            body, coding = sparse.to_bytes(), sparse.coding
+            body = _k.elias_write(idx, lev, k, gamma_gaps,
+                                  gamma_unary if gamma_gaps else delta_unary, nbits)
+            coding = "elias-gamma" if gamma_gaps else "elias"
         else:
-            body = self._dense_bytes(x)
-        payload_len = 4 * f32.size + len(body)
+            body = _k.dense_write(idx, lev, k, d, self.dense_width)
         header = Header(self.codec_id, d, self.levels, self.bucket_size or 0,
-                        self.norm, coding, payload_len, exponent)
+                        self.norm, coding, 4 * f32.size + body.size, exponent)
         return b"".join((header.pack(), f32.astype("<f4").tobytes(), body))
-
-    def _dense_bytes(self, x: np.ndarray) -> bytes:
-        """Sign-magnitude codes of the (unclamped) levels ``x``, packed."""
-        width, s = self.dense_width, self.levels
-        signed_type, code_type = _dense_types(s)
-        levels = x.astype(signed_type)
-        if levels.min() < -s or levels.max() > s:      # a rare +-(s + 1)
-            np.clip(levels, -s, s, out=levels)
-        mags = np.abs(levels)                          # |level| < 2**(width - 1)
-        codes = (mags.view(code_type) if mags.itemsize == np.dtype(code_type).itemsize
-                 else mags.astype(code_type))
-        codes |= (levels < 0).view(np.uint8).astype(code_type, copy=False) \
-            << code_type(width - 1)
-        return pack_fixed(codes, width)
 
     # -- decoding -------------------------------------------------------------------
     def decode(self, buf: bytes | bytearray | memoryview, *,
@@ -334,7 +309,8 @@ class QSGD(Codec):
             raise CodecError(f"scale exponent {header.exponent} out of range "
                              f"{MIN_EXPONENT}..{MAX_EXPONENT}")
         d = header.d
-        nb = -(-d // self._bucket(d))
+        b = self._bucket(d)
+        nb = -(-d // b)
         if payload.size < 4 * nb:
             raise CodecError(f"payload of {payload.size} bytes cannot hold the {nb} "
                              f"float32 bucket scales")
@@ -345,64 +321,44 @@ class QSGD(Codec):
             scales = _full_scales(f32, header.exponent)
         if not np.isfinite(scales).all():
             raise CodecError(f"bucket scale overflows with exponent {header.exponent}")
-        body = payload[4 * nb:]
-        if header.coding == "dense":
-            return self._dense_values(body, d, scales)
-        idx, levels = _SparseFields.parse(body, d, self.levels,
-                                          gamma_gaps=header.coding == "elias-gamma")
-        out = np.zeros(d, dtype=np.float64)
+        body = _k.readonly(np.ascontiguousarray(payload[4 * nb:]))
         steps, factor = self._steps(scales)
-        values = levels * (steps[0] if nb == 1 else steps[idx // self._bucket(d)])
-        if factor != 1:
-            values *= factor
-        out[idx] = values
+        if header.coding == "dense":
+            width = self.dense_width
+            need = -(-d * width // 8)
+            if body.size != need:
+                raise CodecError(f"dense qsgd body for d={d} at {width} bits per "
+                                 f"coordinate must be {need} bytes, got {body.size}")
+            out = np.empty(d, dtype=np.float64)
+            err = _k.dense_read(body, d, width, self.levels, b, steps, factor, out)
+        else:
+            out = np.zeros(d, dtype=np.float64)
+            err = _k.elias_read(body, d, self.levels, header.coding == "elias-gamma", b,
+                                steps, factor, out)
+        if err[0]:
+            raise CodecError(_error_message(*err, d=d, s=self.levels, nbytes=body.size))
         return out
 
-    def _dense_values(self, body: np.ndarray, d: int, scales: np.ndarray) -> np.ndarray:
-        width, s = self.dense_width, self.levels
-        need = -(-d * width // 8)
-        if body.size != need:
-            raise CodecError(f"dense qsgd body for d={d} at {width} bits per coordinate "
-                             f"must be {need} bytes, got {body.size}")
-        pad = need * 8 - d * width
-        if pad and body[-1] & ((1 << pad) - 1):
-            raise CodecError("nonzero padding bits after the dense qsgd body")
-        codes = unpack_fixed(body, d, width)           # uint8, uint16 or uint32
-        code_type = codes.dtype.type
-        mags = codes & code_type((1 << (width - 1)) - 1)
-        negative = codes >> code_type(width - 1)       # 0 or 1
-        if mags.max() > s:
-            raise CodecError(f"level {int(mags.max())} exceeds levels={s}")
-        if (codes == code_type(1 << (width - 1))).any():
-            raise CodecError("dense qsgd body holds a negative zero level")
-        signed_view = mags.dtype.str.replace("u", "i")  # |level| < 2**(bits - 1)
-        levels = mags.view(signed_view) * (1 - 2 * negative.view(signed_view))
-        return self._apply_steps(levels, scales)
 
-
-def _dense_types(s: int) -> tuple[type, type]:
-    """(signed type holding -s-1..s+1, unsigned type of the dense codes) for ``s``."""
-    if s < 127:
-        return np.int8, np.uint8
-    if s < 32767:
-        return np.int16, np.uint16
-    return np.int64, np.uint32
-
-
-def _read_count(stream: np.ndarray) -> tuple[int, int]:
-    """(k, bits used) from the Elias delta code of ``k + 1`` opening a sparse stream."""
-    nbits = 8 * stream.size
-    head = int.from_bytes(stream[:8].tobytes().ljust(8, b"\0"), "big")   # <= 43 bits used
-    unary = 64 - head.bit_length()                  # leading zeros of gamma(L + 1)
-    if unary > 5:                                   # L + 1 <= 33: k + 1 < 2**32
-        raise CodecError("sparse qsgd body does not start with a valid nonzero count")
-    length = 2 * unary + 1
-    tail = (head >> (64 - length)) - 1              # L
-    end = length + tail
-    if end > nbits or end > 64:
-        raise CodecError("sparse qsgd body too short for its nonzero count")
-    n = (1 << tail) | ((head >> (64 - end)) & ((1 << tail) - 1))
-    return n - 1, end
+def _error_message(code: int, detail: int, d: int, s: int, nbytes: int) -> str:
+    """Words for a decoding kernel's error code (``_kernels.E_*``)."""
+    return {
+        _k.E_COUNT_INVALID: "sparse qsgd body does not start with a valid nonzero count",
+        _k.E_COUNT_SHORT: "sparse qsgd body too short for its nonzero count",
+        _k.E_COUNT_IMPOSSIBLE: f"sparse qsgd body announces {detail} nonzeros, impossible "
+                               f"for d={d} in {8 * nbytes} bits",
+        _k.E_EMPTY_TRAILING: "trailing bits after an empty Elias stream",
+        _k.E_RAN_OUT_UNARY: "Elias bit stream ran out in the codeword length section",
+        _k.E_TAIL_TOO_LONG: f"Elias codeword with {detail}-bit tail: value out of range",
+        _k.E_RAN_OUT_TAILS: "Elias bit stream ran out in the codeword tail section",
+        _k.E_LEVEL: f"level {detail} exceeds levels={s}",
+        _k.E_GAP_TAIL: f"gap with {detail} low bits: out of range",
+        _k.E_RAN_OUT_GAPS: "Elias bit stream ran out in the gap section",
+        _k.E_TRAILING_BYTES: f"{detail} trailing bytes after the qsgd bit stream",
+        _k.E_PADDING: "nonzero padding bits after the qsgd bit stream",
+        _k.E_PAST_D: f"gaps run to position {detail}, past d={d}",
+        _k.E_NEGATIVE_ZERO: "dense qsgd body holds a negative zero level",
+    }[code]
 
 
 def _full_scales(f32: np.ndarray, exponent: int) -> np.ndarray:
@@ -414,6 +370,8 @@ def _row_norms(rows: np.ndarray) -> np.ndarray:
     """l2 norm of each row of a 2-D float64 array, without underflow or overflow."""
     sumsq = np.einsum("ij,ij->i", rows, rows)
     norms = np.sqrt(sumsq)
+    if sumsq.min() >= _SMALL_SUMSQ and sumsq.max() <= _LARGE_SUMSQ:
+        return norms                             # NaN fails these too
     redo = np.flatnonzero(~((sumsq >= _SMALL_SUMSQ) & (sumsq <= _LARGE_SUMSQ)))
     if redo.size:                                # rare: rescale by the largest entry
         sub = np.abs(rows[redo])
@@ -423,145 +381,3 @@ def _row_norms(rows: np.ndarray) -> np.ndarray:
         norms[redo[live]] = peak[live] * np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
         norms[redo[~live]] = np.where(peak[~live] == 0, 0.0, np.nan)
     return norms
-
-
-class _SparseFields:
-    """The Elias-coded sparse body: nonzero positions, levels and signs.
-
-    Works through the nonzeros in chunks of ``CHUNK`` so that every temporary array
-    stays small (in cache, no fresh pages); only the three per-nonzero code lengths
-    are kept whole, as int8.
-    """
-
-    def __init__(self, idx: np.ndarray, signed: np.ndarray, s: int) -> None:
-        self.idx, self.signed, self.s = idx, signed, s
-        self.count = k = idx.size
-        self.gap_tail = np.empty(k, dtype=np.int8)     # L = floor(log2 gap)
-        self.gap_unary = np.empty(k, dtype=np.int8)    # K of gamma(L + 1)
-        self.level_unary = np.empty(k, dtype=np.int8)  # K of gamma(level)
-        for lo, hi in self._chunks():
-            tail = bit_length(self._gaps(lo, hi)) - 1
-            self.gap_tail[lo:hi] = tail
-            self.gap_unary[lo:hi] = _SMALL_UNARY[tail + 1]
-            self.level_unary[lo:hi] = bit_length(self._levels(lo, hi)) - 1
-        level_sum = int(self.level_unary.sum(dtype=np.int64))
-        self.tail_sum = int(self.gap_tail.sum(dtype=np.int64))
-        delta_unary = int(self.gap_unary.sum(dtype=np.int64)) + level_sum
-        gamma_unary = self.tail_sum + level_sum          # gamma(g) has K = L
-        delta_bits = 2 * delta_unary + 3 * k + self.tail_sum
-        gamma_bits = 2 * gamma_unary + 3 * k
-        self.gamma_gaps = gamma_bits < delta_bits
-        self.coding = "elias-gamma" if self.gamma_gaps else "elias"
-        self.unary_sum = gamma_unary if self.gamma_gaps else delta_unary
-        self.count_bits = int(delta_length(k + 1))      # the count k, as delta(k + 1)
-        self.nbits = self.count_bits + min(gamma_bits, delta_bits)
-        self.nbytes = -(-self.nbits // 8)
-
-    def _chunks(self):
-        return ((lo, min(lo + CHUNK, self.count)) for lo in range(0, self.count, CHUNK))
-
-    def _gaps(self, lo: int, hi: int) -> np.ndarray:
-        return np.diff(self.idx[lo:hi], prepend=self.idx[lo - 1] if lo else -1)
-
-    def _levels(self, lo: int, hi: int) -> np.ndarray:
-        mags = np.abs(self.signed[lo:hi])
-        np.minimum(mags, self.s, out=mags)                 # clamp a rare s + 1
-        return mags.astype(np.int64)
-
-    def to_bytes(self) -> bytes:
-        """The count, then the four bit sections, zero-padded to a byte."""
-        k = self.count
-        words = new_words(self.nbits)
-        n = k + 1                                  # delta(n): gamma(L + 1), L low bits of n
-        tail = n.bit_length() - 1
-        unary = (tail + 1).bit_length() - 1
-        start = or_fields(words, np.array([1, tail + 1 - (1 << unary), n - (1 << tail)]),
-                          np.array([unary + 1, unary, tail]), 0)
-        # running bit offsets of the four sections: unary parts, gamma tails, signs, gaps
-        offsets = [start, start + 2 * k + self.unary_sum, start + 2 * k + 2 * self.unary_sum,
-                   start + 3 * k + 2 * self.unary_sum]
-        one = np.int64(1)
-        for lo, hi in self._chunks():
-            gaps, levels = self._gaps(lo, hi), self._levels(lo, hi)
-            tail = self.gap_tail[lo:hi].astype(np.int64)
-            unary = np.empty(2 * (hi - lo), dtype=np.int64)    # gap code, gamma(level)
-            tails = np.empty_like(unary)
-            if self.gamma_gaps:                                # gamma(g)
-                unary[0::2] = tail
-                tails[0::2] = gaps
-            else:                                              # delta: gamma(L + 1), ...
-                unary[0::2] = self.gap_unary[lo:hi]
-                tails[0::2] = tail + 1
-            unary[1::2] = self.level_unary[lo:hi]
-            tails[1::2] = levels
-            tails -= one << unary
-            ones = np.cumsum(unary + 1)                 # unary parts: K zeros, then a one
-            ones += offsets[0] - 1
-            or_bits(words, ones)
-            offsets[0] = int(ones[-1]) + 1
-            offsets[1] = or_fields(words, tails, unary, offsets[1])
-            or_bits(words, offsets[2] + np.flatnonzero(self.signed[lo:hi] < 0))
-            offsets[2] += hi - lo
-            if not self.gamma_gaps:                            # ... then L low bits
-                offsets[3] = or_fields(words, gaps - (one << tail), tail, offsets[3])
-        assert offsets[3] == self.nbits
-        return words_to_bytes(words, self.nbits).tobytes()
-
-    @staticmethod
-    def parse(body: np.ndarray, d: int, s: int, gamma_gaps: bool
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """(positions int64, levels float64 signed) from a sparse body; CodecError if bad.
-
-        ``gamma_gaps``: gaps in Elias gamma (coding ``elias-gamma``), else delta.
-        """
-        stream = body
-        nbits = 8 * stream.size
-        count, start = _read_count(stream)
-        if count > d or 3 * count > nbits - start:   # >= 3 bits per nonzero: check before
-            raise CodecError(f"sparse qsgd body announces {count} nonzeros, impossible "
-                             f"for d={d} in {nbits} bits")  # allocating anything
-        if count == 0:
-            if -(-start // 8) != stream.size or stream[-1] & (0xFF >> (start % 8 or 8)):
-                raise CodecError("trailing bits after an empty Elias stream")
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        bits = np.unpackbits(stream).view(bool)
-        ones = np.flatnonzero(bits[start:])[:2 * count]
-        if ones.size < 2 * count:
-            raise CodecError("Elias bit stream ran out in the codeword length section")
-        ones += start
-        k = np.diff(ones, prepend=start - 1) - 1
-        if k.max() >= MAX_TAIL_BITS:
-            raise CodecError(f"Elias codeword with {int(k.max())}-bit tail: value out of range")
-        pos = int(ones[-1]) + 1
-        ksum = int(k.sum())
-        if pos + ksum + count > nbits:
-            raise CodecError("Elias bit stream ran out in the codeword tail section")
-        vals = unpack_fields(stream, pos + np.cumsum(k) - k, k) + (np.int64(1) << k)
-        pos += ksum
-        neg = bits[pos:pos + count]
-        pos += count
-        levels = vals[1::2]
-        if levels.max() > s:
-            raise CodecError(f"level {int(levels.max())} exceeds levels={s}")
-        if gamma_gaps:
-            gaps = vals[0::2]
-        else:
-            gap_tail = vals[0::2] - 1
-            if gap_tail.max() >= MAX_TAIL_BITS:
-                raise CodecError(f"gap with {int(gap_tail.max())} low bits: out of range")
-            tsum = int(gap_tail.sum())
-            if pos + tsum > nbits:
-                raise CodecError("Elias bit stream ran out in the gap section")
-            gaps = unpack_fields(stream, pos + np.cumsum(gap_tail) - gap_tail, gap_tail)
-            gaps += np.int64(1) << gap_tail
-            pos += tsum
-        if -(-pos // 8) != stream.size:
-            raise CodecError(f"{stream.size - -(-pos // 8)} trailing bytes after the "
-                             f"Elias bit stream")
-        if bits[pos:].any():
-            raise CodecError("nonzero padding bits after the Elias bit stream")
-        idx = np.cumsum(gaps) - 1
-        if idx[-1] >= d:
-            raise CodecError(f"gaps run to position {int(idx[-1])}, past d={d}")
-        signed = (levels * (1 - 2 * neg.view(np.int8))).astype(np.float64)
-        return idx, signed

@@ -1,0 +1,487 @@
+"""Compiled (numba) kernels of the QSGD codec: quantize, Elias and dense bit coding.
+
+The bit layout is the one specified in :mod:`ray_relu.codecs.qsgd`; this module only
+makes it fast. Rules that keep the bytes the same on every node:
+
+* no ``fastmath`` (LLVM then never fuses a multiply and an add, nor reorders sums), and
+  every float step is the same single operation, in the same order, as the numpy
+  formulation the format was first written with;
+* the uniforms are drawn by numpy's Generator outside (same stream, same amount).
+
+Decoders get hostile bytes: numba does not check bounds, so every read position is
+validated against the stream length before the read, and each kernel reports a
+malformed stream with an error code (``E_*``) instead of raising.
+
+Compiled eagerly for explicit signatures and cached on disk (``cache=True``), so a
+fresh process (a Ray worker) loads machine code instead of compiling it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+
+import numba
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
+
+from .qsgd import MIN_EXPONENT, TOP_BITS
+
+__all__ = ["fallback_cache_dir", "readonly", "scales", "quantize_chunk", "elias_sizes", "elias_write", "dense_write",
+           "elias_read", "dense_read", "MAX_TAIL_BITS"]
+
+# Every integer Elias-coded is < 2**32 (gaps <= d <= 2**31, levels < 2**31, the count
+# + 1 <= 2**31 + 1), so no codeword tail is longer than this.
+MAX_TAIL_BITS = 32
+
+# error codes of the decoders (0: fine); qsgd.py words the messages
+(E_COUNT_INVALID, E_COUNT_SHORT, E_COUNT_IMPOSSIBLE, E_EMPTY_TRAILING, E_RAN_OUT_UNARY,
+ E_TAIL_TOO_LONG, E_RAN_OUT_TAILS, E_LEVEL, E_GAP_TAIL, E_RAN_OUT_GAPS,
+ E_TRAILING_BYTES, E_PADDING, E_PAST_D, E_NEGATIVE_ZERO) = range(1, 15)
+
+
+def fallback_cache_dir() -> str | None:
+    """A writable directory for numba's cache when neither the package's
+    ``__pycache__`` nor the user cache (``~/.cache``) is writable (a read-only install,
+    a home-less service user), else None: numba's own choice then works."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    pycache = os.path.join(here, "__pycache__")
+    if os.access(pycache if os.path.isdir(pycache) else here, os.W_OK):
+        return None
+    if os.access(os.path.join(os.path.expanduser("~"), ".cache"), os.W_OK):
+        return None
+    return os.path.join(tempfile.gettempdir(), f"ray_relu-numba-{os.getuid()}")
+
+
+numba.config.CACHE_DIR = fallback_cache_dir() or numba.config.CACHE_DIR
+_U64 = np.uint64
+_F64_MAX = np.finfo(np.float64).max
+_jit = dict(cache=True, nogil=True, error_model="numpy")
+# Input arrays may be read-only (np.frombuffer of bytes); writable ones convert to these.
+_ro_u8, _ro_f32, _ro_f64 = (types.Array(t, 1, "C", readonly=True)
+                            for t in (types.uint8, types.float32, types.float64))
+_i64, _f64, _f64a, _i64a, _u8a = (types.int64, types.float64, types.float64[::1],
+                                  types.int64[::1], types.uint8[::1])
+_err = types.UniTuple(types.int64, 2)
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a``: the kernels' input type, matched exactly, so that
+    numba dispatches without its slow search for a compatible signature."""
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+@intrinsic
+def _clz(typingctx, x):
+    """Leading zeros of a uint64 (LLVM ctlz)."""
+    def codegen(context, builder, signature, args):
+        return builder.ctlz(args[0], context.get_constant(types.boolean, False))
+    return types.uint64(types.uint64), codegen
+
+
+@njit(inline="always")
+def _bit_length(n):
+    """``floor(log2 n) + 1`` (0 for 0) of a non-negative int64."""
+    return 64 - np.int64(_clz(_U64(n)))
+
+
+# --------------------------------------------------------------------------- scales
+@njit(types.Tuple((types.float32[::1], _i64, _f64, _f64a, _i64))(_f64a, _i64), **_jit)
+def scales(stat, s):
+    """(float32 scales ``f``, exponent ``e``, ``pre``, per-bucket factors, error) from
+    each bucket's norm: ``f * 2**e`` is the norm rounded up, ``e`` puts the largest
+    near 2**64, and a level is ``floor((v * pre) * factor + u)`` (see
+    :func:`quantize_chunk`). Error 1: a norm is not finite; 2: a rounded-up norm
+    overflows. Powers of two are exact, so ``x * 2.0**e`` is numpy's ``ldexp``."""
+    nb = stat.size
+    f32 = np.empty(nb, dtype=np.float32)
+    fac = np.empty(nb)
+    top = 0.0
+    for b in range(nb):
+        if not stat[b] <= _F64_MAX:
+            return f32, 0, 1.0, fac, 1
+        top = max(top, stat[b])
+    exponent = 0 if top == 0 else max(math.frexp(top)[1] - TOP_BITS, MIN_EXPONENT)
+    down, up = math.ldexp(1.0, -exponent), math.ldexp(1.0, exponent)
+    finite = True
+    for b in range(nb):
+        f = np.float32(stat[b] * down)
+        for _ in range(2):                      # round up: one float32 step suffices
+            if np.float64(f) * up < stat[b]:
+                f = np.nextafter(f, np.float32(np.inf))
+        f32[b] = f
+        if not np.float64(f) * up <= _F64_MAX:
+            return f32, 0, 1.0, fac, 2
+        fac[b] = (s / np.float64(f) if f > 0 else 0.0) * down
+        finite &= fac[b] <= _F64_MAX
+    if finite:
+        return f32, exponent, 1.0, fac, 0       # x * 1.0 is exact: one multiply
+    for b in range(nb):                         # tiny scales: two exact-enough steps
+        fac[b] = s / np.float64(f32[b]) if f32[b] > 0 else 0.0
+    return f32, exponent, down, fac, 0
+
+
+# --------------------------------------------------------------------------- quantizer
+@njit(inline="always")
+def _flag_nonzero(v, u, pre, f, hit):
+    """``u = (v * pre) * f + u`` and ``hit = floor(u) != 0``, branch-free: vectorized.
+    (Slices, so that indices start at 0: numba then drops its negative-index checks.)"""
+    for j in range(u.size):
+        y = (np.float64(v[j]) * pre) * f + u[j]
+        u[j] = y
+        hit[j] = (y < 0.0) | (y >= 1.0)
+
+
+@njit([_i64(vec, _f64a, _i64, _i64, _f64, _f64a, _i64, _u8a, _i64a, _i64a, _i64)
+       for vec in (_ro_f32, _ro_f64)], **_jit)
+def quantize_chunk(v, u, lo, bsize, pre, fac, s, hit, idx, lev, count):
+    """Levels ``floor((v_i * pre) * fac[bucket] + u)`` of ``v[lo:lo + len(u)]``,
+    clamped to ``-s..s``; the nonzero ones are appended to ``idx``/``lev`` from
+    ``count`` on (they need 8 spare entries). Returns the new count. Overwrites the
+    uniforms ``u``; ``hit`` is scratch of ``>= len(u)`` bytes, a multiple of 8.
+
+    ``pre`` is 1 (an exact no-op) except for tiny scales, where the scaling takes
+    two steps; each is one float64 rounding, as in the numpy formulation.
+    """
+    n = u.size
+    i = 0
+    while i < n:
+        b = (lo + i) // bsize
+        end = min(n, (b + 1) * bsize - lo)
+        _flag_nonzero(v[lo + i:lo + end], u[i:end], pre, fac[b], hit[i:end])
+        i = end
+    words = hit.view(np.uint64)                 # then skip 8 zero levels at a time,
+    for w in range((n + 7) // 8):
+        if w < n // 8 and not words[w]:
+            continue
+        for j in range(8 * w, min(n, 8 * w + 8)):
+            # and append without a branch (random data defeats branch prediction):
+            # every level is written, the count moves on past the nonzero ones
+            idx[count] = lo + j
+            lev[count] = np.int64(max(min(np.floor(u[j]), s), -s))  # a rare +-(s + 1)
+            count += hit[j]
+    return count
+
+
+# --------------------------------------------------------------------------- bit writing
+@njit(inline="always")
+def _put(words, pos, value, n):
+    """OR ``value`` (< 2**n, n <= 57) into the MSB-first stream ``words`` at bit ``pos``."""
+    if n == 0:
+        return
+    w = pos >> 6
+    end = (pos & 63) + n
+    val = _U64(value)
+    if end <= 64:
+        words[w] |= val << _U64(64 - end)
+    else:
+        words[w] |= val >> _U64(end - 64)
+        words[w + 1] |= val << _U64(128 - end)
+
+
+@njit(inline="always")
+def _to_bytes(words, nbytes):
+    """The first ``nbytes`` bytes of ``words``, most significant byte first."""
+    out = np.empty(nbytes, dtype=np.uint8)
+    for i in range(nbytes):
+        out[i] = np.uint8((words[i >> 3] >> _U64(56 - 8 * (i & 7))) & _U64(0xFF))
+    return out
+
+
+@njit(inline="always")
+def _new_words(nbits):
+    return np.zeros((nbits + 63) // 64 + 1, dtype=_U64)
+
+
+@njit(inline="always")
+def _delta_length(n):
+    tail = _bit_length(n) - 1
+    return tail + 2 * _bit_length(tail + 1) - 1
+
+
+@njit("UniTuple(int64, 4)(int64[::1], int64[::1], int64)", **_jit)
+def elias_sizes(idx, lev, k):
+    """Bits of the sparse stream of the ``k`` nonzeros with delta-coded and with
+    gamma-coded gaps, and the length of its unary section (less its ``2k`` ones) in
+    each case: ``(delta_bits, gamma_bits, delta_unary, gamma_unary)``."""
+    tails = gap_unary = level_unary = 0
+    prev = -1
+    for j in range(k):
+        tail = _bit_length(idx[j] - prev) - 1     # L = floor(log2 gap)
+        prev = idx[j]
+        tails += tail
+        gap_unary += _bit_length(tail + 1) - 1    # K of gamma(L + 1)
+        level_unary += _bit_length(abs(lev[j])) - 1
+    delta_unary = gap_unary + level_unary
+    gamma_unary = tails + level_unary             # gamma(gap) has K = L
+    count = _delta_length(k + 1)                  # the count k, as delta(k + 1)
+    return (count + 2 * delta_unary + 3 * k + tails, count + 2 * gamma_unary + 3 * k,
+            delta_unary, gamma_unary)
+
+
+@njit(inline="always")
+def _push(words, acc, held, w, value, n):
+    """Append ``n <= 33`` bits (``value < 2**n``) to a stream kept in registers as
+    (``acc``: its last ``held < 64`` bits, ``w``: the word they belong to); each word
+    it fills is OR-ed into ``words`` (streams share their boundary words)."""
+    if held + n < 64:
+        return (acc << _U64(n)) | _U64(value), held + n, w
+    room = 64 - held                            # 31 <= held, so 1 <= room <= 33
+    words[w] |= (acc << _U64(room)) | (_U64(value) >> _U64(n - room))
+    held = n - room
+    return _U64(value) & ((_U64(1) << _U64(held)) - _U64(1)), held, w + 1
+
+
+@njit(inline="always")
+def _flush(words, acc, held, w):
+    if held:
+        words[w] |= acc << _U64(64 - held)
+
+
+@njit("uint8[::1](int64[::1], int64[::1], int64, boolean, int64, int64)", **_jit)
+def elias_write(idx, lev, k, gamma_gaps, unary_sum, nbits):
+    """The sparse stream: ``delta(k + 1)``, then the four sections of the spec, each
+    written as its own stream (from the offsets the sizes give)."""
+    words = _new_words(nbits)
+    n = k + 1                                   # delta(n): gamma(L + 1), L low bits of n
+    tail = _bit_length(n) - 1
+    unary = _bit_length(tail + 1) - 1
+    a0, h0, w0 = _push(words, _U64(0), 0, 0, 1, unary + 1)
+    a0, h0, w0 = _push(words, a0, h0, w0, tail + 1 - (1 << unary), unary)
+    a0, h0, w0 = _push(words, a0, h0, w0, n - (1 << tail), tail)
+    p1 = 2 * unary + 1 + tail + 2 * k + unary_sum   # the unary parts follow the count
+    p2 = p1 + unary_sum
+    p3 = p2 + k
+    a1, h1, w1 = _U64(0), p1 & 63, p1 >> 6      # gamma tails
+    a2, h2, w2 = _U64(0), p2 & 63, p2 >> 6      # signs
+    a3, h3, w3 = _U64(0), p3 & 63, p3 >> 6      # delta: low bits of the gaps
+    prev = -1
+    for j in range(k):
+        gap = idx[j] - prev
+        prev = idx[j]
+        tail = _bit_length(gap) - 1
+        if gamma_gaps:                          # gamma(gap)
+            a0, h0, w0 = _push(words, a0, h0, w0, 1, tail + 1)
+            a1, h1, w1 = _push(words, a1, h1, w1, gap - (1 << tail), tail)
+        else:                                   # delta(gap): gamma(L + 1), then L bits
+            m = tail + 1
+            km = _bit_length(m) - 1
+            a0, h0, w0 = _push(words, a0, h0, w0, 1, km + 1)
+            a1, h1, w1 = _push(words, a1, h1, w1, m - (1 << km), km)
+            a3, h3, w3 = _push(words, a3, h3, w3, gap - (1 << tail), tail)
+        level = lev[j]
+        mag = abs(level)
+        km = _bit_length(mag) - 1               # gamma(|level|)
+        a0, h0, w0 = _push(words, a0, h0, w0, 1, km + 1)
+        a1, h1, w1 = _push(words, a1, h1, w1, mag - (1 << km), km)
+        a2, h2, w2 = _push(words, a2, h2, w2, 1 if level < 0 else 0, 1)
+    _flush(words, a0, h0, w0)
+    _flush(words, a1, h1, w1)
+    _flush(words, a2, h2, w2)
+    _flush(words, a3, h3, w3)
+    return _to_bytes(words, (nbits + 7) // 8)
+
+
+@njit("uint8[::1](int64[::1], int64[::1], int64, int64, int64)", **_jit)
+def dense_write(idx, lev, k, d, width):
+    """``d`` sign-magnitude fields of ``width`` bits, zero except at the nonzeros."""
+    nbits = d * width
+    words = _new_words(nbits)
+    sign = np.int64(1) << (width - 1)
+    for j in range(k):
+        level = lev[j]
+        _put(words, idx[j] * width, abs(level) | (sign if level < 0 else 0), width)
+    return _to_bytes(words, (nbits + 7) // 8)
+
+
+# --------------------------------------------------------------------------- bit reading
+@njit(inline="always")
+def _stream_words(body):
+    """``body`` as big-endian 64-bit words, then two zero words: a read of up to 64
+    bits from any bit offset below ``8 len(body)`` stays inside the array."""
+    n = body.size
+    words = np.zeros(n // 8 + 2, dtype=_U64)
+    for w in range(n // 8):
+        x = _U64(0)
+        for i in range(8):
+            x = (x << _U64(8)) | _U64(body[8 * w + i])
+        words[w] = x
+    for i in range(n - n % 8, n):
+        words[n // 8] |= _U64(body[i]) << _U64(56 - 8 * (i % 8))
+    return words
+
+
+@njit(inline="always")
+def _window(words, pos):
+    """The 64 bits of the stream from bit ``pos`` on (zero past its end)."""
+    w = pos >> 6
+    off = _U64(pos & 63)
+    # (x >> 1) >> (63 - off): no shift by 64 when off = 0
+    return (words[w] << off) | ((words[w + 1] >> _U64(1)) >> (_U64(63) - off))
+
+
+@njit(inline="always")
+def _get(words, pos, n):
+    """The ``n``-bit field (n <= 64) at bit ``pos``; the caller checked it is inside."""
+    if n == 0:
+        return np.int64(0)
+    return np.int64(_window(words, pos) >> _U64(64 - n))
+
+
+@njit(inline="always")
+def _trailing(words, nbytes, pos):
+    """0 if the stream ends at bit ``pos`` (zero padding to the byte), else an error."""
+    if (pos + 7) // 8 != nbytes:
+        return E_TRAILING_BYTES
+    if pos < 8 * nbytes and _get(words, pos, 8 * nbytes - pos) != 0:
+        return E_PADDING
+    return 0
+
+
+@njit(_err(_ro_u8, _i64, _i64, types.boolean, _i64, _f64a, _f64, _f64a), **_jit)
+def elias_read(body, d, s, gamma_gaps, bsize, steps, factor, out):
+    """Decode a sparse stream into the zeroed ``out``; (error code or 0, detail)."""
+    nbytes = body.size
+    nbits = 8 * nbytes
+    buf = _stream_words(body)
+    # the count: delta(k + 1) within the first 64 bits
+    head = _window(buf, 0)
+    unary = np.int64(_clz(head)) if head else 64
+    if unary > 5:                               # L + 1 <= 33: k + 1 < 2**32
+        return E_COUNT_INVALID, 0
+    tail = np.int64(head >> _U64(63 - 2 * unary)) - 1
+    start = 2 * unary + 1 + tail
+    if start > nbits or start > 64:
+        return E_COUNT_SHORT, 0
+    count = ((np.int64(1) << tail) | _get(buf, 2 * unary + 1, tail)) - 1
+    if count > d or 3 * count > nbits - start:  # >= 3 bits per nonzero
+        return E_COUNT_IMPOSSIBLE, count
+    if count == 0:
+        return (E_EMPTY_TRAILING if _trailing(buf, nbytes, start) else 0), 0
+    # section 1: the 2k unary parts give every codeword length; each 64-bit window
+    # yields all the ones it holds (a short dependency chain per codeword)
+    ks = np.empty(2 * count, dtype=np.int64)
+    pos = start
+    kmax = ksum = run = j = 0
+    while j < 2 * count:
+        if pos >= nbits:
+            return E_RAN_OUT_UNARY, 0
+        w = _window(buf, pos)                   # zero past the stream's end
+        used = 0
+        while w and j < 2 * count:
+            z = np.int64(_clz(w))
+            run += z
+            ks[j] = run
+            ksum += run
+            kmax = max(kmax, run)
+            run = 0
+            j += 1
+            used += z + 1
+            w = (w << _U64(z)) << _U64(1)       # no shift by 64
+        if j < 2 * count:
+            run += 64 - used
+            used = 64
+        pos += used
+    if kmax >= MAX_TAIL_BITS:
+        return E_TAIL_TOO_LONG, kmax
+    if pos + ksum + count > nbits:
+        return E_RAN_OUT_TAILS, 0
+    # sections 2-4 in one pass: values are written as they come (inside out), and the
+    # checks are reported after it, in a fixed order (the format's own)
+    p1, p2 = pos, pos + ksum                    # tails, signs
+    p3 = p2 + count                             # delta: low bits of the gaps
+    level_max = gap_tail_max = 0
+    lows_fit = True
+    i = -1
+    b, bucket_end = 0, bsize                    # the bucket of i, without a division
+    for j in range(count):
+        k0, k1 = ks[2 * j], ks[2 * j + 1]
+        v0 = (np.int64(1) << k0) | _get(buf, p1, k0)
+        level = (np.int64(1) << k1) | _get(buf, p1 + k0, k1)
+        p1 += k0 + k1
+        level_max = max(level_max, level)
+        if gamma_gaps:
+            gap = v0
+        else:
+            tail = v0 - 1
+            gap_tail_max = max(gap_tail_max, tail)
+            lows_fit &= tail < MAX_TAIL_BITS and p3 + tail <= nbits
+            if not lows_fit:
+                continue                        # an error below; nothing more to write
+            gap = (np.int64(1) << tail) | _get(buf, p3, tail)
+            p3 += tail
+        if _get(buf, p2, 1):
+            level = -level
+        p2 += 1
+        if i >= d:
+            continue                            # an error below
+        i += gap
+        if i < d:
+            while i >= bucket_end:              # at most d / bsize steps in all
+                b += 1
+                bucket_end += bsize
+            val = np.float64(level) * steps[b]  # as numpy computed it
+            if factor != 1.0:
+                val *= factor
+            out[i] = val
+    if level_max > s:
+        return E_LEVEL, level_max
+    if gap_tail_max >= MAX_TAIL_BITS:
+        return E_GAP_TAIL, gap_tail_max
+    if not lows_fit:
+        return E_RAN_OUT_GAPS, 0
+    err = _trailing(buf, nbytes, p3)
+    if err:
+        return err, 0 if err == E_PADDING else nbytes - (p3 + 7) // 8
+    if i >= d:
+        return E_PAST_D, i
+    return 0, 0
+
+
+@njit(_err(_ro_u8, _i64, _i64, _i64, _i64, _f64a, _f64, _f64a), **_jit)
+def dense_read(body, d, width, s, bsize, steps, factor, out):
+    """Decode ``d`` dense fields (``body`` is exactly ``ceil(d width / 8)`` bytes) into
+    ``out``; (error code or 0, detail)."""
+    nbytes = body.size
+    if nbytes != (d * width + 7) // 8:
+        return E_TRAILING_BYTES, 0
+    pad = 8 * nbytes - d * width
+    if body[nbytes - 1] & ((1 << pad) - 1):
+        return E_PADDING, 0
+    field = _U64((1 << width) - 1)
+    mask = (np.int64(1) << (width - 1)) - 1
+    mag_max = 0
+    negative_zero = False
+    acc = _U64(0)                               # bits not yet read, at the bottom
+    held = p = 0
+    for lo in range(0, d, bsize):
+        step = steps[lo // bsize]
+        seg = out[lo:min(d, lo + bsize)]
+        for i in range(seg.size):
+            while held < width:                 # d * width bits: p stays < nbytes
+                acc = (acc << _U64(8)) | _U64(body[p])
+                p += 1
+                held += 8
+            held -= width
+            code = np.int64((acc >> _U64(held)) & field)
+            level = code & mask
+            mag_max = max(mag_max, level)
+            if code > mask:                     # the sign bit
+                negative_zero |= level == 0
+                level = -level
+            val = np.float64(level) * step
+            if factor != 1.0:
+                val *= factor
+            seg[i] = val
+    if mag_max > s:
+        return E_LEVEL, mag_max
+    if negative_zero:
+        return E_NEGATIVE_ZERO, 0
+    return 0, 0

@@ -1,0 +1,160 @@
+"""The compiled codec kernels: same bytes as the pure-numpy codec they replaced.
+
+``tests/data/codec_corpus.json`` holds hashes written by the numpy codec (see
+``tests/codec_corpus.py``); every one must be reproduced, so the wire format and the
+random stream (same seed, same bytes) are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import codec_corpus
+from ray_relu.codecs import QSGD, CodecError
+from ray_relu.codecs.base import HEADER_SIZE
+
+
+def test_corpus_hashes_are_reproduced():
+    entries = json.loads(codec_corpus.PATH.read_text())
+    assert len(entries) == len(codec_corpus.cases())
+    bad = []
+    for entry in entries:
+        case = {k: entry[k] for k in ("recipe", "d", "seed", "codec")}
+        got = codec_corpus.run_case(case)
+        if got != {"msg": entry["msg"], "dec": entry["dec"]}:
+            bad.append((case, got))
+    assert not bad, f"{len(bad)} of {len(entries)} cases changed, first: {bad[:3]}"
+
+
+# --------------------------------------------------------------------------- reference coder
+HEADER = struct.Struct("<4sB8sQIIBBhQ")          # written out independently of base.py
+
+
+def gamma(n: int) -> tuple[str, str]:
+    """Elias gamma of ``n >= 1`` as (unary part: K zeros and a one, tail: K bits)."""
+    b = bin(n)[2:]
+    return "0" * (len(b) - 1) + "1", b[1:]
+
+
+def reference_message(codec: QSGD, v: np.ndarray, seed: int) -> bytes:
+    """The message the format spec (qsgd.py's docstring) describes, written bit by bit
+    from the quantized levels: slow and obvious, to pin the compiled coder."""
+    scales, levels = codec.quantize(v, rng=np.random.default_rng(seed))
+    exponent = struct.unpack_from("<h", codec.encode(v, rng=np.random.default_rng(seed)), 31)[0]
+    f32 = np.ldexp(scales, -exponent).astype("<f4")
+    assert np.array_equal(np.ldexp(f32.astype(np.float64), exponent), scales)
+    d, s = v.size, codec.levels
+    width = 1 + s.bit_length()
+    dense = "".join(("1" if l < 0 else "0") + format(abs(int(l)), f"0{width - 1}b")
+                    for l in levels)
+    idx = np.flatnonzero(levels)
+    streams = {}
+    for name in ("elias", "elias-gamma"):
+        words, lows, prev = [], "", -1
+        for i in idx:
+            gap, prev = int(i) - prev, int(i)
+            if name == "elias":                   # delta: gamma(L + 1), then L low bits
+                words.append(gamma(gap.bit_length()))
+                lows += bin(gap)[3:]
+            else:
+                words.append(gamma(gap))
+            words.append(gamma(abs(int(levels[i]))))
+        n = idx.size + 1                          # the count, as delta(k + 1)
+        head = "".join(gamma(n.bit_length())) + bin(n)[3:]
+        streams[name] = (head + "".join(u for u, _ in words) + "".join(t for _, t in words)
+                         + "".join("1" if levels[i] < 0 else "0" for i in idx) + lows)
+    sparse = min(streams, key=lambda k: (len(streams[k]), k != "elias"))  # ties: delta
+    coding = codec.coding
+    if coding == "auto":
+        coding = "elias" if -(-len(streams[sparse]) // 8) < -(-len(dense) // 8) else "dense"
+    coding = sparse if coding == "elias" else "dense"
+    bits = dense if coding == "dense" else streams[coding]
+    bits += "0" * (-len(bits) % 8)
+    body = f32.tobytes() + bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8))
+    codes = {"elias": 1, "dense": 2, "elias-gamma": 3}
+    return HEADER.pack(b"RRLC", 2, b"qsgd", d, s, codec.bucket_size or 0,
+                       {"l2": 1, "max": 2}[codec.norm], codes[coding], exponent,
+                       len(body)) + body
+
+
+def test_messages_are_the_spec_written_out():
+    rng = np.random.default_rng(11)
+    for case in range(120):
+        d = int(rng.choice([1, 2, 7, 8, 9, 63, 64, 65, 300, 2000]))
+        kw = dict(levels=int(rng.choice([1, 2, 3, 7, 16, 127, 128, 255, 1000, 70000])),
+                  bucket_size=[None, 1, 5, 64][case % 4], norm=["l2", "max"][case % 2],
+                  coding=["auto", "elias", "dense"][case % 3])
+        v = rng.standard_normal(d) * rng.choice([1e-200, 1.0, 1e200])
+        v[rng.random(d) < 0.3] = 0.0
+        if case % 5 == 0:
+            v = (v / np.abs(v).max(initial=1.0)).astype(np.float32)
+        codec = QSGD(**kw)
+        assert codec.encode(v, rng=np.random.default_rng(case)) == \
+            reference_message(codec, v, case), (kw, d)
+
+
+# --------------------------------------------------------------------------- hostile bytes
+def with_payload_len(msg: bytes) -> bytes:
+    """``msg`` with its header's payload length made consistent with its length."""
+    return msg[:33] + struct.pack("<Q", len(msg) - HEADER_SIZE) + msg[HEADER_SIZE:]
+
+
+@pytest.mark.parametrize("kw, coding", [
+    (dict(levels=1, coding="elias"), 1), (dict(levels=255, coding="elias"), 3),
+    (dict(levels=16, coding="dense"), 2), (dict(levels=2 ** 31 - 1, coding="dense"), 2),
+    (dict(levels=5, bucket_size=7, norm="max", coding="dense"), 2)])
+def test_cut_or_extended_bodies_are_rejected_with_a_consistent_header(kw, coding):
+    codec = QSGD(**kw)
+    d = 5000 if coding == 1 else 300
+    msg = codec.encode(np.random.default_rng(0).standard_normal(d),
+                       rng=np.random.default_rng(1))
+    assert msg[30] == coding
+    for n in range(HEADER_SIZE, len(msg)):
+        with pytest.raises(CodecError):
+            codec.decode(with_payload_len(msg[:n]))
+    for extra in (b"\0", b"\x80", b"\xff" * 3, b"\0" * 9):
+        with pytest.raises(CodecError):
+            codec.decode(with_payload_len(msg + extra))
+
+
+def sparse(body_bits: str, d: int = 10 ** 6, levels: int = 4) -> bytes:
+    bits = body_bits + "0" * (-len(body_bits) % 8)
+    body = np.float32(1).tobytes() + int(bits, 2).to_bytes(len(bits) // 8, "big")
+    return HEADER.pack(b"RRLC", 2, b"qsgd", d, levels, 0, 1, 1, 0, len(body)) + body
+
+
+def test_long_hostile_streams_fail_fast():
+    codec = QSGD(levels=4)
+    count = "".join(gamma(17)) + format(1, "016b")  # delta(2**16 + 1): 65536 nonzeros
+    cases = {"ran out": count + "0" * (1 << 20),                  # no codeword ever ends
+             "-bit tail": count + "0" * 40 + "1" * (1 << 18),     # one unary run too long
+             "ran out in the codeword tail": count + "01" * (1 << 17) + "0" * (1 << 17)}
+    for match, bits in cases.items():
+        with pytest.raises(CodecError, match=match):
+            codec.decode(sparse(bits))
+    with pytest.raises(CodecError, match="count"):
+        codec.decode(sparse("0" * (1 << 20)))
+
+
+def test_kernels_are_cached_on_disk():
+    """Fresh processes (Ray workers) load the machine code instead of compiling."""
+    from ray_relu.codecs import _kernels
+    for name in _kernels.__all__:
+        fn = getattr(_kernels, name)
+        if hasattr(fn, "signatures"):
+            assert fn.signatures, name                      # compiled eagerly
+            assert type(fn._cache).__name__ == "FunctionCache", name
+
+
+def test_cache_falls_back_to_a_writable_directory(monkeypatch):
+    from ray_relu.codecs import _kernels
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    assert _kernels.fallback_cache_dir() is None            # this checkout is writable
+    monkeypatch.setattr(_kernels.os, "access", lambda path, mode: False)
+    assert "ray_relu-numba" in _kernels.fallback_cache_dir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere")
+    assert _kernels.fallback_cache_dir() is None            # the user's choice stands
