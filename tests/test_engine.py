@@ -2,6 +2,8 @@
 
 import os
 import signal
+import threading
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -235,35 +237,82 @@ def test_killed_worker_restarts_and_the_history_is_unchanged(mode, how):
     assert hit.replica_divergence == 0.0
 
 
-def _kill_at(schedule):
-    """``on_round`` that SIGKILLs worker ``schedule[t]`` right after round ``t``.
+def _pid(worker) -> int:
+    """The process id of a worker, waiting out a restart in progress."""
+    for _ in range(100):
+        try:
+            return ray.get(worker.info.remote())["pid"]
+        except ray.exceptions.RayActorError:
+            time.sleep(0.1)
+    raise AssertionError("worker did not come back within 10 s")
 
-    Process ids are fetched a few rounds ahead, so that the kill is one system call
-    with nothing queued on the victim before it: it lands before any call the
-    coordinator submitted at the end of round ``t`` (a snapshot, say) has run."""
-    pids = {}
 
-    def on_round(record, workers):
+class Killer:
+    """``on_round`` callback that SIGKILLs workers at chosen rounds.
+
+    ``after[t] = k``: kill worker ``k`` right after round ``t``.
+    ``inside[t] = k``: kill worker ``k`` *inside* round ``t``, once it has finished its
+    part of the round but before the round is over (a neighbour is held with SIGSTOP
+    meanwhile). Then nothing the coordinator asks of worker ``k`` after round ``t``
+    can have run in the process that did round ``t``: a deterministic version of the
+    race "killed right after the round".
+    """
+
+    def __init__(self, after: dict[int, int], inside: dict[int, int]) -> None:
+        self.after, self.inside = after, inside
+        self.pids: dict[int, int] = {}
+        self.threads: list[threading.Thread] = []
+
+    def __call__(self, record, workers) -> None:
         t = record.iteration
-        if any(0 < when - t <= 3 for when in schedule) or not pids:
-            pids.update((k, ray.get(w.info.remote())["pid"]) for k, w in enumerate(workers))
-        if t in schedule:
-            os.kill(pids.pop(schedule[t]), signal.SIGKILL)
-    return on_round
+        if t in self.after:
+            os.kill(self.pids.pop(self.after[t]), signal.SIGKILL)
+        # Process ids of the next victims (and holders), looked up a few rounds ahead:
+        # a lookup queues a call on the worker, which must not delay the kill.
+        for when, k in [*self.after.items(), *self.inside.items()]:
+            if 0 < when - t <= 3:
+                self.pids[k] = _pid(workers[k])
+                if when in self.inside:
+                    holder = (k + 1) % len(workers)
+                    self.pids[holder] = _pid(workers[holder])
+        if t + 1 in self.inside:
+            victim = self.inside[t + 1]
+            holder = self.pids[(victim + 1) % len(workers)]
+            os.kill(holder, signal.SIGSTOP)
+            thread = threading.Thread(target=self._kill_when_done, daemon=True,
+                                      args=(workers[victim], self.pids.pop(victim), holder))
+            thread.start()
+            self.threads.append(thread)
+
+    @staticmethod
+    def _kill_when_done(victim, victim_pid: int, holder_pid: int) -> None:
+        try:
+            time.sleep(0.3)                  # the driver submits the round meanwhile
+            # Queued behind the victim's part of the round: returns once that is done.
+            ray.get(victim.info.remote(), timeout=20)
+            os.kill(victim_pid, signal.SIGKILL)
+        finally:
+            os.kill(holder_pid, signal.SIGCONT)
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join()
 
 
-def test_all_to_all_survives_kills_after_snapshot_rounds():
+def test_all_to_all_survives_worker_0_dying_at_snapshot_rounds():
     """A long all-to-all run (replicas are rebuilt from periodic snapshots plus the
-    messages since) losing worker 0 right after rounds 32 and 64, and other workers
-    later, which then rebuild from whatever snapshot was kept: the history and w are
-    those of the reference to the bit."""
+    messages since) losing worker 0 at the end of rounds 32 and 64, each time before
+    anything after the round could run in it, and other workers a few rounds later,
+    which then rebuild from whatever snapshot was kept: history and w are those of the
+    reference to the bit."""
     problem = PlantedReLU(d=6, n=60, noise=0.1, seed=2)
     common = dict(codec="qsgd", codec_options={"levels": 2}, workers=3, batch_size=12,
                   iterations=70, tol=0, seed=5)
-    hit = fit(problem, mode="all-to-all", progress=False,
-              on_round=_kill_at({32: 0, 40: 1, 64: 0, 67: 2}), **common)
+    killer = Killer(after={40: 1, 67: 2}, inside={32: 0, 64: 0})
+    hit = fit(problem, mode="all-to-all", progress=False, on_round=killer, **common)
+    killer.join()
     ref = sgd(problem, mode="all-to-all", **common)
-    assert hit.restarts > 0
+    assert hit.restarts >= 4
     names = ("iteration", "loss", "rel_error", "rel_change")
     for name, a, b in zip(names, columns(hit.history, names).values(),
                           columns(ref.history, names).values()):

@@ -58,8 +58,8 @@ ENGINE_EXACT = (E + "test_fit_matches_the_algorithm_written_out_by_hand",
                 E + "test_master_and_all_to_all_give_the_same_trajectory")
 ENGINE_DOWNLINK = (E + "test_encoded_downlink_fit_matches_reference_draw_for_draw",)
 ENGINE_FAULTS = (E + "test_killed_worker_restarts_and_the_history_is_unchanged",
-                 E + "test_all_to_all_survives_kills_after_snapshot_rounds")
-ENGINE_SNAPSHOTS = (E + "test_all_to_all_survives_kills_after_snapshot_rounds",)
+                 E + "test_all_to_all_survives_worker_0_dying_at_snapshot_rounds")
+ENGINE_SNAPSHOTS = (E + "test_all_to_all_survives_worker_0_dying_at_snapshot_rounds",)
 ENGINE_BYTES = (E + "test_qsgd_bytes_are_the_sum_of_the_real_message_sizes",
                 E + "test_bytes_are_the_real_message_sizes")
 ENGINE_RESUME = (E + "test_resume_continues_exactly",)
