@@ -26,7 +26,7 @@ test-cluster: install
 	$(PY) -m pytest -m cluster -v -s tests
 
 # Plant one-line bugs in the core modules one at a time; print those no test catches.
-# Not part of `make test`: it reruns test selections dozens of times (about 20 minutes).
+# Not part of `make test`: it reruns test selections dozens of times (16 minutes on 2 busy cores).
 mutate: install
 	$(PY) tools/mutate.py
 

@@ -32,6 +32,21 @@ def assert_same_history(a, b):
         np.testing.assert_array_equal(ca[name], cb[name], err_msg=name)
 
 
+def assert_is_the_reference(result, ref):
+    """The fit's history rows (all but the byte counts) and final w equal those of a
+    :func:`ray_relu.reference.sgd` run, to the bit."""
+    names = ("iteration", "loss", "rel_error", "rel_change")
+    got, want = columns(result.history, names), columns(ref.history, names)
+    for name in names:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    np.testing.assert_array_equal(result.w, ref.iterates[-1])
+
+
+def batch_split(m, K):
+    """Rows per worker when a batch of ``m`` is split ``K`` ways (the first get more)."""
+    return [m // K + (1 if k < m % K else 0) for k in range(K)]
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("K", [1, 2, 3])
 @pytest.mark.parametrize("batch_size", [None, 12])
@@ -95,7 +110,7 @@ def qsgd_message_sizes(problem, ref, K, batch_size, seed, codec):
     """Byte length of each worker's gradient message at each iterate of a reference
     run: rows t, columns k (QSGD messages differ in length from worker to worker)."""
     shards = [problem.shard(k, K) for k in range(K)]
-    rows = [batch_size // K + (1 if k < batch_size % K else 0) for k in range(K)]
+    rows = batch_split(batch_size, K)
     sizes = np.zeros((len(ref.iterates), K), dtype=np.int64)
     for t, w in enumerate(ref.iterates):
         for k, ((X, y), mk) in enumerate(zip(shards, rows)):
@@ -162,7 +177,7 @@ def by_hand(problem, K, batch_size, step_size, iterations, seed):
     X, y = problem.data()
     w = 2 / problem.n * X.T @ y
     shards = [problem.shard(k, K) for k in range(K)]
-    rows = [batch_size // K + (1 if k < batch_size % K else 0) for k in range(K)]
+    rows = batch_split(batch_size, K)
     losses, iterates = [], [w]
     for t in range(iterations + 1):
         loss, g = 0.0, np.zeros_like(w)
@@ -205,11 +220,7 @@ def test_encoded_downlink_fit_matches_reference_draw_for_draw():
                   iterations=15, tol=0, seed=8, downlink_codec={"id": "qsgd", "levels": 2})
     result = fit(problem, mode="master", progress=False, **kwargs)
     ref = sgd(problem, mode="master", **kwargs)
-    names = ("iteration", "loss", "rel_error", "rel_change")
-    for name, a, b in zip(names, columns(result.history, names).values(),
-                          columns(ref.history, names).values()):
-        np.testing.assert_array_equal(a, b, err_msg=name)
-    np.testing.assert_array_equal(result.w, ref.iterates[-1])
+    assert_is_the_reference(result, ref)
 
 
 def _kill(how):
@@ -313,11 +324,7 @@ def test_all_to_all_survives_worker_0_dying_at_snapshot_rounds():
     killer.join()
     ref = sgd(problem, mode="all-to-all", **common)
     assert hit.restarts >= 4
-    names = ("iteration", "loss", "rel_error", "rel_change")
-    for name, a, b in zip(names, columns(hit.history, names).values(),
-                          columns(ref.history, names).values()):
-        np.testing.assert_array_equal(a, b, err_msg=name)
-    np.testing.assert_array_equal(hit.w, ref.iterates[-1])
+    assert_is_the_reference(hit, ref)
     assert hit.replica_divergence == 0.0
 
 
