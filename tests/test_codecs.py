@@ -38,8 +38,11 @@ def header_exponent(msg: bytes) -> int:
 
 
 def with_payload_len(msg: bytes) -> bytes:
-    """``msg`` with its header's payload length fixed up to the real one."""
-    return msg[:33] + struct.pack("<Q", len(msg) - HEADER_SIZE)
+    """``msg`` (header and payload) with the header's payload length fixed up to the
+    real one, so that the codec's own payload checks, not the header's, must object."""
+    fixed = msg[:33] + struct.pack("<Q", len(msg) - HEADER_SIZE) + msg[HEADER_SIZE:]
+    assert len(fixed) == len(msg) and fixed[HEADER_SIZE:] == msg[HEADER_SIZE:]
+    return fixed
 
 
 def sample_vector(d: int = 24, seed: int = 0) -> np.ndarray:
@@ -309,6 +312,19 @@ def test_fp16_auto_scale_is_a_power_of_two_shift_of_the_plain_cast():
         err = out - v
         assert err @ err <= auto.variance_bound(v.size) * (v @ v)
         assert np.count_nonzero(out) == np.count_nonzero(np.abs(v) > np.max(np.abs(v)) * 2.0 ** -40)
+
+
+def test_fp16_auto_scale_puts_the_peak_at_the_top_of_the_half_range():
+    """The header's power of two brings max|v| into [2**14, 2**15) (the largest
+    binade below 65504's), so v_i down to max|v| 2**-28 stay normal halves: relative
+    error <= 2**-11. One power of two less headroom would make them subnormal."""
+    auto = get_codec("fp16")
+    for peak in (1.0, 1.5, 1.999, 65504.0, 3e-9, 2.0 ** -40, 1e200):
+        v = np.array([peak, -peak / 3, peak * 2.0 ** -28 * 1.2345])
+        msg = auto.encode(v)
+        assert 2 ** 14 <= peak * 2.0 ** -header_exponent(msg) < 2 ** 15
+        out = auto.decode(msg)
+        assert np.all(np.abs(out - v) <= 2.0 ** -11 * np.abs(v))
 
 
 def test_fp16_auto_keeps_shrinking_gradients_that_the_plain_cast_flushes():
@@ -734,6 +750,13 @@ def assert_codec_error_or_valid(codec: Codec, msg: bytes) -> None:
     assert out.size == struct.unpack_from("<Q", msg, 13)[0]
 
 
+def assert_payload_check_rejects(codec: Codec, msg: bytes) -> None:
+    """``msg`` has a consistent header, so the codec's payload parser must object."""
+    with pytest.raises(CodecError) as caught:
+        codec.decode(msg)
+    assert "header announces" not in str(caught.value), caught.value
+
+
 def test_every_truncation_and_extension_is_rejected():
     for codec, msg in small_messages():
         codec.decode(msg)                                # the intact message is fine
@@ -741,13 +764,11 @@ def test_every_truncation_and_extension_is_rejected():
             with pytest.raises(CodecError):
                 codec.decode(msg[:n])
             if n >= HEADER_SIZE:                     # also with a consistent header
-                with pytest.raises(CodecError):
-                    codec.decode(with_payload_len(msg[:n]))
+                assert_payload_check_rejects(codec, with_payload_len(msg[:n]))
         for extra in (b"\0", b"\x01", b"\0" * 9):
             with pytest.raises(CodecError, match="trailing"):
                 codec.decode(msg + extra)
-            with pytest.raises(CodecError):
-                codec.decode(with_payload_len(msg + extra))
+            assert_payload_check_rejects(codec, with_payload_len(msg + extra))
 
 
 def test_header_corruption_is_rejected():

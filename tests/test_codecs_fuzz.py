@@ -83,12 +83,23 @@ def mutate(msg: bytes, rng: np.random.Generator) -> bytes:
     return bytes(b)
 
 
-def check_outcome(codec: Codec, msg: bytes) -> bool:
-    """True if ``msg`` decoded, False if it raised CodecError; fails otherwise."""
+def decode_or_codec_error(codec: Codec, msg: bytes) -> np.ndarray | CodecError:
+    """The decoded vector or the CodecError; any other exception fails the test (an
+    IndexError deep in a parser is a bug even when it happens to stop bad input)."""
     try:
-        out = codec.decode(msg, max_dim=MAX_DIM)
+        return codec.decode(msg, max_dim=MAX_DIM)
     except CodecError as exc:
         assert str(exc)
+        return exc
+    except Exception as exc:                                   # noqa: BLE001
+        pytest.fail(f"{codec!r} raised {type(exc).__name__} instead of CodecError on a "
+                    f"{len(msg)}-byte message: {exc}")
+
+
+def check_outcome(codec: Codec, msg: bytes) -> bool:
+    """True if ``msg`` decoded, False if it raised CodecError; fails otherwise."""
+    out = decode_or_codec_error(codec, msg)
+    if isinstance(out, CodecError):
         return False
     assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.ndim == 1
     assert out.size == struct.unpack_from("<Q", msg, 13)[0] <= MAX_DIM
@@ -160,3 +171,26 @@ def test_random_round_trips():
             # any other codec refuses the message cleanly
             with pytest.raises(CodecError):
                 get_codec("fp32").decode(msg)
+
+
+@pytest.mark.timeout(120)
+def test_payload_length_edits_always_raise_codec_error():
+    """Cut or pad the payload and fix the header's length up: no body format has
+    slack (raw arrays and dense bodies have an exact size, Elias streams end where
+    their last field does), so the codec must raise CodecError, never decode."""
+    rng = np.random.default_rng(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for codec, msg in message_pool():
+            payload = len(msg) - HEADER_SIZE
+            cuts = {int(c) for c in rng.integers(0, payload, size=6)} | {0, payload - 1}
+            for n in sorted(cuts):
+                edited = bytearray(msg[:HEADER_SIZE + n])
+                edited[33:41] = struct.pack("<Q", n)
+                out = decode_or_codec_error(codec, bytes(edited))
+                assert isinstance(out, CodecError), f"{codec!r} decoded a payload cut to {n} bytes"
+            for extra in (1, 2, 8, int(rng.integers(1, 64))):
+                edited = bytearray(msg + rng.integers(0, 256, extra, dtype=np.uint8).tobytes())
+                edited[33:41] = struct.pack("<Q", payload + extra)
+                out = decode_or_codec_error(codec, bytes(edited))
+                assert isinstance(out, CodecError), f"{codec!r} decoded {extra} appended bytes"

@@ -8,12 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from ray_relu import FitResult, PlantedReLU, fit
+from ray_relu import FitResult, PlantedReLU, algorithm, fit
 from ray_relu.checkpoint import CheckpointError
 from ray_relu.codecs import get_codec
 from ray_relu.data import ParquetData, write_parquet
 from ray_relu.reference import sgd
 from ray_relu.result import DETERMINISTIC_COLUMNS
+from ray_relu.seeding import BATCH, rng_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 MODES = ("master", "all-to-all")
@@ -30,6 +31,21 @@ def assert_same_history(a, b):
     ca, cb = columns(a.history), columns(b.history)
     for name in DETERMINISTIC_COLUMNS:
         np.testing.assert_array_equal(ca[name], cb[name], err_msg=name)
+
+
+def assert_is_the_reference(result, ref):
+    """The fit's history rows (all but the byte counts) and final w equal those of a
+    :func:`ray_relu.reference.sgd` run, to the bit."""
+    names = ("iteration", "loss", "rel_error", "rel_change")
+    got, want = columns(result.history, names), columns(ref.history, names)
+    for name in names:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    np.testing.assert_array_equal(result.w, ref.iterates[-1])
+
+
+def batch_split(m, K):
+    """Rows per worker when a batch of ``m`` is split ``K`` ways (the first get more)."""
+    return [m // K + (1 if k < m % K else 0) for k in range(K)]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -101,6 +117,38 @@ def test_bytes_are_the_real_message_sizes(codec):
     np.testing.assert_array_equal(np.asarray(a2a.history.column("bytes_up")), expected_up)
 
 
+def qsgd_message_sizes(problem, ref, K, batch_size, seed, codec):
+    """Byte length of each worker's gradient message at each iterate of a reference
+    run: rows t, columns k (QSGD messages differ in length from worker to worker)."""
+    shards = [problem.shard(k, K) for k in range(K)]
+    rows = batch_split(batch_size, K)
+    sizes = np.zeros((len(ref.iterates), K), dtype=np.int64)
+    for t, w in enumerate(ref.iterates):
+        for k, ((X, y), mk) in enumerate(zip(shards, rows)):
+            idx = algorithm.batch_indices(seed, t, k, len(y), mk)
+            _, g = algorithm.evaluate(w, X, y, idx)
+            sizes[t, k] = len(algorithm.encode_gradient(codec, g, seed, t, k))
+    return sizes
+
+
+def test_qsgd_bytes_are_the_sum_of_the_real_message_sizes():
+    """Variable-length messages: uplink is the sum of the K sizes, and in all-to-all
+    each worker receives the K - 1 messages of the others, never its own."""
+    problem = PlantedReLU(d=40, n=90, seed=4)
+    K, m, seed = 3, 30, 2
+    common = dict(codec="qsgd", codec_options={"levels": 3}, workers=K, batch_size=m,
+                  iterations=6, tol=0, seed=seed)
+    ref = sgd(problem, **common)
+    sizes = qsgd_message_sizes(problem, ref, K, m, seed, get_codec("qsgd", levels=3))
+    assert len(set(sizes.ravel())) > 1                 # the sizes do differ
+    master = fit(problem, progress=False, **common)
+    np.testing.assert_array_equal(np.asarray(master.history.column("bytes_up"))[1:],
+                                  sizes[1:].sum(axis=1))
+    a2a = fit(problem, mode="all-to-all", progress=False, **common)
+    np.testing.assert_array_equal(np.asarray(a2a.history.column("bytes_peer"))[1:],
+                                  (K - 1) * sizes[:-1].sum(axis=1))
+
+
 def test_qsgd_moves_far_fewer_bytes_than_fp32():
     problem = PlantedReLU(d=1000, n=4000, seed=0)
     common = dict(workers=2, iterations=3, tol=0, progress=False)
@@ -133,6 +181,59 @@ def test_minibatch_defaults_converge():
     assert result.converged
 
 
+def by_hand(problem, K, batch_size, step_size, iterations, seed):
+    """The algorithm written out in numpy for a tiny problem: moment start, then each
+    worker's gradient on its own rows of stream (seed, BATCH, t, k), averaged with
+    weights m_k/m. Returns the losses and the iterates ``w_0..w_T``."""
+    X, y = problem.data()
+    w = 2 / problem.n * X.T @ y
+    shards = [problem.shard(k, K) for k in range(K)]
+    rows = batch_split(batch_size, K)
+    losses, iterates = [], [w]
+    for t in range(iterations + 1):
+        loss, g = 0.0, np.zeros_like(w)
+        for k, ((Xk, yk), mk) in enumerate(zip(shards, rows)):
+            idx = np.sort(rng_for(seed, BATCH, t, k).choice(len(yk), mk, replace=False))
+            z = Xk[idx] @ w
+            r = np.maximum(z, 0) - yk[idx]
+            loss += mk / batch_size * 0.5 * np.mean(r ** 2)
+            g += mk / batch_size * (Xk[idx].T @ (r * (z > 0))) / mk
+        losses.append(loss)
+        if t < iterations:
+            w = w - step_size * g
+            iterates.append(w)
+    return np.array(losses), iterates
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fit_matches_the_algorithm_written_out_by_hand(mode):
+    """Unequal shards (7, 8, 8 rows) and batches (3, 3, 2 rows): every shared piece of
+    algorithm.py (moment start, batch draws, weights, step) checked against numpy."""
+    problem = PlantedReLU(d=4, n=23, noise=0.1, seed=9)
+    K, m, eta, T, seed = 3, 8, 0.3, 3, 6
+    result = fit(problem, codec="fp64", workers=K, mode=mode, batch_size=m, step_size=eta,
+                 iterations=T, tol=0, seed=seed, progress=False)
+    losses, iterates = by_hand(problem, K, m, eta, T, seed)
+    np.testing.assert_allclose(np.asarray(result.history.column("loss")), losses,
+                               rtol=1e-12, atol=0)
+    errors = [np.linalg.norm(w - problem.w_star) / np.linalg.norm(problem.w_star)
+              for w in iterates]
+    np.testing.assert_allclose(np.asarray(result.history.column("rel_error")), errors,
+                               rtol=1e-12, atol=0)
+    np.testing.assert_allclose(result.w, iterates[-1], rtol=1e-12, atol=1e-15)
+
+
+def test_encoded_downlink_fit_matches_reference_draw_for_draw():
+    """The master quantizes its update with stream (seed, DOWNLINK, t): the reference
+    draws the same, so every history column and the final w agree to the bit."""
+    problem = PlantedReLU(d=20, n=160, noise=0.05, seed=3)
+    kwargs = dict(codec="qsgd", codec_options={"levels": 2}, workers=2, batch_size=40,
+                  iterations=15, tol=0, seed=8, downlink_codec={"id": "qsgd", "levels": 2})
+    result = fit(problem, mode="master", progress=False, **kwargs)
+    ref = sgd(problem, mode="master", **kwargs)
+    assert_is_the_reference(result, ref)
+
+
 def _kill(how):
     def on_round(record, workers):
         if record.iteration == 4:
@@ -159,9 +260,27 @@ def test_killed_worker_restarts_and_the_history_is_unchanged(mode, route, how):
     assert hit.replica_divergence == 0.0
 
 
+def test_all_to_all_survives_worker_0_dying_at_snapshot_rounds(monkeypatch):
+    """A long all-to-all run (replicas are rebuilt by replaying from the driver's
+    snapshot of worker 0's replica) losing worker 0 right after the snapshot rounds 32
+    and 64, while their snapshots are pending, and other workers a few rounds later,
+    which then replay from whatever snapshot was kept: history and w are those of the
+    reference to the bit."""
+    from ray_relu import coordinator
+    monkeypatch.setattr(coordinator, "SNAPSHOT_EVERY", 32)
+    problem = PlantedReLU(d=6, n=60, noise=0.1, seed=2)
+    common = dict(codec="qsgd", codec_options={"levels": 2}, workers=3, batch_size=12,
+                  iterations=70, tol=0, seed=5)
+    hit = fit(problem, mode="all-to-all", progress=False,
+              on_round=_kill_at([32, 40, 64, 67], [0, 1, 0, 2]), **common)
+    ref = sgd(problem, mode="all-to-all", **common)
+    assert hit.restarts >= 4
+    assert_is_the_reference(hit, ref)
+    assert hit.replica_divergence == 0.0
+
+
 @pytest.mark.parametrize("mode, route", PATHS)
-def test_resume_continues_exactly(tmp_path, mode, route):
-    problem = PlantedReLU(d=25, n=200, noise=0.05, seed=6)
+def test_resume_continues_exactly    problem = PlantedReLU(d=25, n=200, noise=0.05, seed=6)
     common = dict(codec="qsgd", codec_options={"levels": 2}, workers=2, mode=mode,
                   route=route, batch_size=40, tol=0, seed=1, progress=False)
     path = tmp_path / "ck.npz"

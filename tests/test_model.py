@@ -121,6 +121,60 @@ def test_default_step_shrinks_like_m_over_d_and_with_codec_variance():
     assert noisy < default_step_size(64, d, workers=4) / 5
 
 
+def second_moment(m: int, d: int) -> float:
+    """c(m), written out from default_step_size's docstring."""
+    return (d + 2) / (2 * m) + (m - 1) / (4 * m)
+
+
+def hessian_edge_cap(m: int, d: int) -> float:
+    """1 / lambda_max with the Marchenko-Pastur edge (1 + sqrt(2d/m))^2 / 2."""
+    return 2 / (1 + math.sqrt(2 * d / m)) ** 2
+
+
+def test_second_moment_of_the_batch_hessian_by_monte_carlo():
+    """E||H_B e||^2 = c(m) ||e||^2 for Gaussian rows, H_B = 1/m sum 1{<w*,x> > 0} x x^T:
+    the formula the default step rests on, checked by sampling (5 standard errors)."""
+    m, d, draws = 4, 6, 40_000
+    rng = np.random.default_rng(3)
+    w_star = np.eye(d)[0]
+    e = rng.standard_normal(d)
+    X = rng.standard_normal((draws, m, d))
+    active = (X @ w_star > 0)[..., None]
+    He = (active * X * (X @ e)[..., None]).sum(axis=1) / m
+    ratio = np.einsum("ij,ij->i", He, He) / (e @ e)
+    assert abs(ratio.mean() - second_moment(m, d)) < 5 * ratio.std() / math.sqrt(draws)
+
+
+@pytest.mark.parametrize("m, d, K, q, q_down", [
+    (800, 100, 2, 10.0, 0.0),     # QSGD s = 1 on d = 100, full batch, two workers
+    (10, 50, 3, 5.0, 0.0),        # a batch that splits unevenly: 4, 3, 3 rows
+    (800, 100, 2, 10.0, 1.0),     # and a quantized downlink doubling the second moment
+])
+def test_default_step_is_one_over_2c_when_the_codec_term_decides(m, d, K, q, q_down):
+    """eta = 1/(2c) with c = [c(m) + q sum_k (m_k/m)^2 c(m_k)] (1 + q_down), in cases
+    where neither cap (1/lambda_max, 1) applies; and eta minimizes the contraction
+    factor 1 - eta + eta^2 c of E||e||^2."""
+    rows = [m // K + (1 if k < m % K else 0) for k in range(K)]
+    c = second_moment(m, d) + q * sum((mk / m) ** 2 * second_moment(mk, d) for mk in rows)
+    c *= 1 + q_down
+    eta = default_step_size(m, d, workers=K, variance_factor=q, downlink_variance=q_down)
+    assert eta == pytest.approx(1 / (2 * c), rel=1e-12)
+    assert eta < min(1.0, hessian_edge_cap(m, d))        # the codec term decided
+
+    def contraction(step):
+        return 1 - step + step ** 2 * c
+
+    assert contraction(eta) < min(contraction(0.9 * eta), contraction(1.1 * eta))
+
+
+def test_default_step_caps():
+    """d = 100, m = 200: 1/(2c) is about 0.99 but the Hessian edge caps it at exactly
+    2 / (1 + 1)^2 = 0.5; a huge batch is capped at 1."""
+    assert 1 / (2 * second_moment(200, 100)) > 0.99
+    assert default_step_size(200, 100) == pytest.approx(0.5, rel=1e-15)
+    assert default_step_size(10 ** 9, 10) == 1.0
+
+
 @pytest.mark.parametrize("m", [None, 16])
 def test_default_step_converges_geometrically_from_moment_init(m):
     d, n = 60, 480
