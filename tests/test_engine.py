@@ -280,7 +280,8 @@ def test_all_to_all_survives_worker_0_dying_at_snapshot_rounds(monkeypatch):
 
 
 @pytest.mark.parametrize("mode, route", PATHS)
-def test_resume_continues_exactly    problem = PlantedReLU(d=25, n=200, noise=0.05, seed=6)
+def test_resume_continues_exactly(tmp_path, mode, route):
+    problem = PlantedReLU(d=25, n=200, noise=0.05, seed=6)
     common = dict(codec="qsgd", codec_options={"levels": 2}, workers=2, mode=mode,
                   route=route, batch_size=40, tol=0, seed=1, progress=False)
     path = tmp_path / "ck.npz"
