@@ -55,8 +55,10 @@ def ours_settings(d: int, quick: bool) -> list[dict]:
     out = []
     for s in levels:
         q = {"id": "qsgd", "levels": s}
-        out.append({"codec": "qsgd", "options": {"levels": s}, "mode": "all-to-all",
-                    "downlink": None, "label": f"ours qsgd s={s} all-to-all"})
+        for route in ("p2p", "relay"):
+            out.append({"codec": "qsgd", "options": {"levels": s}, "mode": "all-to-all",
+                        "downlink": None, "route": route,
+                        "label": f"ours qsgd s={s} all-to-all {route}"})
         for down, name in ((q, "qsgd"), ("fp32", "fp32")):
             out.append({"codec": "qsgd", "options": {"levels": s}, "mode": "master",
                         "downlink": down, "label": f"ours qsgd s={s} master down={name}"})

@@ -1,0 +1,72 @@
+"""All-to-all routes on the emulated cluster: ``route="relay"`` against ``route="p2p"``.
+
+Which way should small gradient messages (a few kB) travel between K = 3 worker hosts:
+relayed inline through the driver on the head (Ray's default for objects under
+100 KiB), or kept in the senders' object stores and pulled by the peers? The same fit
+(d = 1e4, QSGD, 64 rows per worker per round, all-to-all) runs both ways, side by side
+on one cluster (CPU-less head, three one-CPU worker hosts, tbf shaping), at each link
+rate; reported: round time and bytes per round on the head's link and the workers'
+links (veth counters over the timed rounds, Ray's own traffic included).
+
+Needs root (``bash cluster/install-deps.sh``). ``--quick``: d = 1e3, one level.
+Cluster id: ``RAY_RELU_EMU_ID`` (default 7).
+"""
+
+from __future__ import annotations
+
+import os
+
+from benchmarks._common import parse_args, print_table, write_json
+
+RATES = ("10mbit", "100mbit")
+
+
+def settings(d: int, quick: bool) -> list[dict]:
+    """QSGD at 4 sqrt(d) (and 2 sqrt(d) in the full profile), both routes."""
+    root = int(round(d ** 0.5))
+    levels = [4 * root] if quick else [2 * root, 4 * root]
+    return [{"codec": "qsgd", "options": {"levels": s}, "mode": "all-to-all",
+             "downlink": None, "route": route, "label": f"qsgd s={s} {route}"}
+            for s in levels for route in ("relay", "p2p")]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    from benchmarks._fit_timing import load_average
+    from benchmarks._links import LinkSampler
+    from benchmarks.cluster_time_to_accuracy import (BENCH_CLUSTER_ID, DELAY, WORKERS,
+                                                     run_on_cluster)
+    from benchmarks.peers import per_round_bytes
+    from ray_relu.emulated import EmulatedCluster
+
+    d = 1000 if args.quick else 10000
+    rounds = 40 if args.quick else 100
+    candidates = settings(d, args.quick)
+    load_before = load_average()
+    rows: list[dict] = []
+    cluster_id = int(os.environ.get("RAY_RELU_EMU_ID", BENCH_CLUSTER_ID))
+    with EmulatedCluster(nodes=WORKERS + 1, rate=RATES[0], delay=DELAY, cpus_per_node=1,
+                         head_cpus=0, cluster_id=cluster_id) as cluster:
+        with LinkSampler(cluster) as sampler:
+            for rate in RATES:
+                cluster.shape(rate, DELAY)
+                for run in run_on_cluster(cluster, d, candidates, rounds=rounds):
+                    start, stop = run["window"]
+                    n = run["window_rounds"]
+                    b = per_round_bytes(sampler.between(start, stop), n)
+                    rows.append({"rate": rate, "setting": run["label"],
+                                 "round_ms": 1e3 * (stop - start) / n,
+                                 "head_in_kB": b["head_in"] / 1e3,
+                                 "head_out_kB": b["head_out"] / 1e3,
+                                 "wkr_in_kB": b["worker_in"] / 1e3,
+                                 "wkr_out_kB": b["worker_out"] / 1e3})
+                print_table([r for r in rows if r["rate"] == rate],
+                            f"d={d}, {rate}, K={WORKERS}, {rounds} timed rounds")
+    payload = {"d": d, "rounds": rounds, "load_average": [load_before, load_average()],
+               "rows": rows}
+    write_json("routes", payload, args.out)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
