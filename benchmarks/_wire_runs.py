@@ -39,7 +39,7 @@ def run_config(problem: Any, config: dict[str, Any], *, workers: int, batch_per_
                  downlink_codec=config.get("downlink"), workers=workers,
                  mode=config["mode"], batch_size=batch_per_worker * workers, tol=tol,
                  iterations=max_iterations, seed=0, progress=False, placement="spread",
-                 cpus_per_worker=1, address=address, route=config.get("route", "auto"),
+                 cpus_per_worker=1, address=address, route=config.get("route", "relay"),
                  on_round=lambda record, actors: stamps.append(time.time()))
     elapsed = time.perf_counter() - start
     h = {c: np.asarray(result.history.column(c), dtype=float)

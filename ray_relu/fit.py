@@ -17,7 +17,7 @@ from .settings import RunSettings, resolve, start_point
 from .worker import spawn_workers
 
 PLACEMENTS = ("pack", "spread")
-ROUTES = ("auto", "relay", "p2p")
+ROUTES = ("relay", "p2p")
 
 
 def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
@@ -27,7 +27,7 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100,
         resume: str | os.PathLike | None = None, downlink_codec: Any = None,
         placement: str = "pack", cpus_per_worker: float | None = None,
-        route: str = "auto", address: str | None = None,
+        route: str = "relay", address: str | None = None,
         on_round: Callable[[RoundRecord, list], None] | None = None) -> FitResult:
     """Fit the ReLU unit with distributed (quantized) SGD on Ray actors.
 
@@ -60,13 +60,15 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
         where possible).
     cpus_per_worker : CPUs each actor reserves; None: ``min(1, cluster CPUs / K)``.
         Set it to 1 on an autoscaling cluster so K > nodes asks for more nodes.
-    route : how all-to-all gradient messages travel. ``"p2p"``: they stay in the
-        sending worker's object store and peers pull them from there, so the driver's
-        link carries only refs and stats (what a multi-node cluster needs);
-        ``"relay"``: Ray inlines small messages into the calls through the driver
-        (cheapest on one machine). ``"auto"`` (default): ``"p2p"`` when the cluster
-        has more than one node or the driver's node has no CPUs, else ``"relay"``.
-        Master mode always relays: the driver is the aggregator.
+    route : how all-to-all gradient messages under 100 KiB travel. ``"relay"``
+        (default): Ray inlines them into the calls through the driver. ``"p2p"``: they
+        stay in the sending worker's object store and peers pull them from there, so
+        no gradient byte crosses the driver's link. Measured on an emulated 3-host
+        cluster with messages of 6-10 kB (``benchmarks/routes.py``), Ray's per-object
+        transfer cost makes p2p no faster than the relay (slower at 10 mbit), so p2p
+        pays only where the driver's link is the bottleneck (many workers). Messages
+        over 100 KiB go worker to worker either way. Master mode always relays: the
+        driver is the aggregator.
     address : Ray address used when Ray is not initialized yet (None: start a local
         Ray; ``"auto"``: join the running cluster).
     on_round : called after every round with the round's record and the list of
@@ -97,8 +99,7 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
     K = settings.workers
     cpus = cpus_per_worker if cpus_per_worker is not None else \
         min(1.0, ray.cluster_resources().get("CPU", 1.0) / K)
-    peer_to_peer = settings.mode == "all-to-all" and (
-        route == "p2p" or (route == "auto" and _multi_node()))
+    peer_to_peer = settings.mode == "all-to-all" and route == "p2p"
     actors = spawn_workers(settings.source, K, settings.plan, num_cpus=cpus,
                            spread=placement == "spread", peer_to_peer=peer_to_peer)
     try:
@@ -113,15 +114,6 @@ def _ensure_ray(address: str | None) -> None:
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False if address is None else None,
                  configure_logging=False, log_to_driver=True)
-
-
-def _multi_node() -> bool:
-    """More than one live node, or a driver's node without CPUs (workers run elsewhere)."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    here = ray.get_runtime_context().get_node_id()
-    local_cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes
-                     if n.get("NodeID") == here)
-    return len(nodes) > 1 or local_cpus == 0
 
 
 def _should_stop(settings: RunSettings, row: Any, t: int) -> bool:

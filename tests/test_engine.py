@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 MODES = ("master", "all-to-all")
 # Every engine path: all-to-all messages relayed through the driver (one node's
 # default) or kept in the senders' object stores and pulled by the peers.
-PATHS = [("master", "auto"), ("all-to-all", "relay"), ("all-to-all", "p2p")]
+PATHS = [("master", "relay"), ("all-to-all", "relay"), ("all-to-all", "p2p")]
 
 
 def columns(table, names=DETERMINISTIC_COLUMNS):
