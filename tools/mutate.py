@@ -84,8 +84,12 @@ MUTATIONS = [
              "return (2.0 / n) * total", "return (1.0 / n) * total", ALGORITHM),
     Mutation("issue 4: every worker draws the same rows", A,
              "rng_for(seed, BATCH, t, k)", "rng_for(seed, BATCH, t)", ALGORITHM),
-    Mutation("issue 5: snapshot committed although worker 0 restarted", C,
-             "if not stats[0].recovered:", "if True:", ENGINE_SNAPSHOTS),
+    # Issue 5's line is gone: recovery now replays from a snapshot of worker 0's
+    # replica. Its analog: the snapshot of round c is not w_c (worker 0, running rounds
+    # ahead, answers with its newest replica).
+    Mutation("issue 5: snapshot of round c taken from a later replica", W,
+             "return self.exact.encode(self.replica_at(t))",
+             "return self.exact.encode(self.replica_at())", ENGINE_SNAPSHOTS),
     # ---- algorithm.py (shared by engine and reference: pinned by test_algorithm.py)
     Mutation("batches drawn with replacement", A,
              "batch_rows, replace=False)", "batch_rows, replace=True)", ALGORITHM),
