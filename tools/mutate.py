@@ -53,6 +53,7 @@ CODECS = ("tests/test_codecs.py", "-k", "not qsgd_is_unbiased and not extreme_ma
           "and not bucket_variance")
 CODECS_STATS = ("tests/test_codecs.py", "-k", "qsgd_is_unbiased or biased_quantizer")
 FUZZ = ("tests/test_codecs_fuzz.py",)
+KERNELS = ("tests/test_codec_kernels.py",)     # pins the bitstream, byte for byte
 E = "tests/test_engine.py::"
 ENGINE_EXACT = (E + "test_fit_matches_the_algorithm_written_out_by_hand",
                 E + "test_master_and_all_to_all_give_the_same_trajectory")
@@ -71,6 +72,7 @@ A, M, C, W, K = ("ray_relu/algorithm.py", "ray_relu/model.py", "ray_relu/coordin
 Q, BASE, RAW, FP16, FULL, BITS = (
     "ray_relu/codecs/qsgd.py", "ray_relu/codecs/base.py", "ray_relu/codecs/_raw.py",
     "ray_relu/codecs/fp16.py", "ray_relu/codecs/fullprec.py", "ray_relu/codecs/bitcoding.py")
+KERN = "ray_relu/codecs/_kernels.py"
 
 MUTATIONS = [
     # ---- the five bugs of issue 15
@@ -201,8 +203,9 @@ MUTATIONS = [
     Mutation("fp32 config: id and dtype may disagree", FULL,
              "if dtype != by_id[codec_id]:", "if False:", CODECS),
     # ---- codecs: QSGD and bit coding
-    Mutation("QSGD rounds to nearest instead of stochastically", Q,
-             "            chunk += u\n", "            chunk += 0.5\n", CODECS_STATS),
+    Mutation("QSGD rounds to nearest instead of stochastically", KERN,
+             "y = (np.float64(v[j]) * pre) * f + u[j]", "y = (np.float64(v[j]) * pre) * f + 0.5",
+             CODECS_STATS),
     Mutation("QSGD max norm ignores negative entries", Q,
              "np.maximum(r.max(axis=1), -r.min(axis=1))", "np.abs(r.max(axis=1))",
              CODECS),
@@ -212,30 +215,30 @@ MUTATIONS = [
              "self.dense_width = 1 + self.levels.bit_length()",
              "self.dense_width = 2 + self.levels.bit_length()", CODECS),
     Mutation("QSGD auto coding picks the longer body", Q,
-             "coding = \"elias\" if sparse.nbytes < dense_bytes else \"dense\"",
-             "coding = \"elias\" if sparse.nbytes > dense_bytes else \"dense\"", CODECS),
+             "coding = \"elias\" if -(-nbits // 8) < dense_bytes else \"dense\"",
+             "coding = \"elias\" if -(-nbits // 8) > dense_bytes else \"dense\"",
+             CODECS + KERNELS),
     Mutation("QSGD accepts a dense body of the wrong size", Q,
              "if body.size != need:", "if body.size > need:", CODECS + FUZZ),
-    Mutation("QSGD dense decoder accepts a level above s", Q,
-             "if mags.max() > s:", "if mags.max() > s + 1:", CODECS),
-    Mutation("QSGD dense decoder accepts negative zero", Q,
-             "if (codes == code_type(1 << (width - 1))).any():", "if False:", CODECS),
-    Mutation("QSGD sparse decoder accepts a level above s", Q,
-             "if levels.max() > s:\n            raise CodecError(f\"level {int(levels.max())}",
-             "if levels.max() > s + 1:\n            raise CodecError(f\"level {int(levels.max())}",
-             CODECS),
-    Mutation("QSGD sparse decoder: last position may be d", Q,
-             "if idx[-1] >= d:", "if idx[-1] > d:", CODECS),
-    Mutation("QSGD first gap counted from 0", Q,
-             "prepend=self.idx[lo - 1] if lo else -1)", "prepend=self.idx[lo - 1] if lo else 0)",
-             CODECS),
-    Mutation("QSGD sparse decoder ignores trailing bytes", Q,
-             "if -(-pos // 8) != stream.size:", "if -(-pos // 8) > stream.size:", CODECS),
+    Mutation("QSGD dense decoder accepts a level above s", KERN,
+             "if mag_max > s:", "if mag_max > s + 1:", CODECS + KERNELS),
+    Mutation("QSGD dense decoder accepts negative zero", KERN,
+             "if negative_zero:", "if False:", CODECS + KERNELS),
+    Mutation("QSGD sparse decoder accepts a level above s", KERN,
+             "if level_max > s:", "if level_max > s + 1:", CODECS + KERNELS),
+    Mutation("QSGD sparse decoder: last position may be d", KERN,
+             "    if i >= d:\n        return E_PAST_D, i", "    if i > d:\n        return E_PAST_D, i",
+             CODECS + KERNELS),
+    Mutation("QSGD first gap counted from 0", KERN,
+             "    i = -1\n", "    i = 0\n", CODECS + KERNELS),
+    Mutation("QSGD sparse decoder ignores trailing bytes", KERN,
+             "if (pos + 7) // 8 != nbytes:", "if (pos + 7) // 8 > nbytes:", CODECS + KERNELS),
     Mutation("gamma code one bit longer", BITS,
              "return 2 * bit_length(n) - 1", "return 2 * bit_length(n)", CODECS),
-    Mutation("stream cut to whole bytes", BITS,
-             "view(np.uint8)[:-(-total_bits // 8)]", "view(np.uint8)[:total_bits // 8]",
-             CODECS),
+    Mutation("stream cut to whole bytes", KERN,
+             "_flush(words, a3, h3, w3)\n    return _to_bytes(words, (nbits + 7) // 8)",
+             "_flush(words, a3, h3, w3)\n    return _to_bytes(words, nbits // 8)",
+             CODECS + KERNELS),
 ]
 
 
@@ -267,9 +270,14 @@ def make_copy() -> Path:
 
 def run_tests(copy: Path, tests: tuple[str, ...]) -> tuple[int, str]:
     """Run pytest on ``copy`` (its package shadows the installed one, in this process
-    through the working directory and in Ray workers through PYTHONPATH)."""
+    through the working directory and in Ray workers through PYTHONPATH).
+
+    numba's on-disk cache (the QSGD kernels are ``cache=True``) goes to a directory of
+    the copy itself, so every run compiles the (possibly mutated) kernels afresh: a
+    cache shared between runs could hand a mutant the machine code of the original,
+    and the mutation would silently not run."""
     env = dict(os.environ, PYTHONPATH=str(copy), RAY_USAGE_STATS_ENABLED="0",
-               PYTHONDONTWRITEBYTECODE="1")
+               PYTHONDONTWRITEBYTECODE="1", NUMBA_CACHE_DIR=str(copy / ".numba_cache"))
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
            "--no-header", "-o", "addopts=", *tests]
     proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True,
