@@ -1052,3 +1052,15 @@ def test_elias_stream_is_the_textbook_code_regrouped(levels, d, gap_code):
                            + sum(map(len, level_words)) + len(signs))
     bits = "".join(f"{b:08b}" for b in msg[HEADER_SIZE + 4:])
     assert bits == stream + "0" * (-len(stream) % 8)
+
+
+def test_max_norm_scale_is_the_largest_magnitude_even_when_negative():
+    """norm='max': each bucket's scale is max |v_i|, also when that entry is negative
+    (a scale from the largest signed value would put levels beyond s)."""
+    codec = QSGD(levels=4, norm="max", bucket_size=4)
+    v = np.array([0.1, -3.0, 0.2, 0.5, -0.25, 0.1, 2.0, -7.0])
+    scales, levels = codec.quantize(v, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(scales, [3.0, 7.0])
+    assert levels[1] == -4 and levels[7] == -4 and np.abs(levels).max() <= 4
+    decoded = codec.decode(codec.encode(v, rng=np.random.default_rng(0)))
+    assert decoded[1] == -3.0 and decoded[7] == -7.0
