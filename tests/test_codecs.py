@@ -1064,3 +1064,12 @@ def test_max_norm_scale_is_the_largest_magnitude_even_when_negative():
     assert levels[1] == -4 and levels[7] == -4 and np.abs(levels).max() <= 4
     decoded = codec.decode(codec.encode(v, rng=np.random.default_rng(0)))
     assert decoded[1] == -3.0 and decoded[7] == -7.0
+
+
+def test_short_dense_body_is_named_in_the_error():
+    """A dense body one byte short (header fixed up to match) is rejected up front with
+    a message that says what size was expected, not by the bit reader running dry."""
+    codec = QSGD(levels=255, coding="dense")
+    msg = codec.encode(sample_vector(40), rng=np.random.default_rng(0))
+    with pytest.raises(CodecError, match=r"dense qsgd body .* must be \d+ bytes, got"):
+        codec.decode(with_payload_len(msg[:-1]))
