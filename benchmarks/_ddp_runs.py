@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    ray.init(address=args.address, log_to_driver=False)
+    from ray_relu.runtime import ensure_ray
+    ensure_ray(args.address, log_to_driver=False)
     config = {"d": args.d, "n": args.n or 8 * args.d, "hooks": args.hooks.split(","),
               "batch": args.batch_per_worker, "rounds": args.rounds, "tol": 0.0,
               # 10x: a bare allreduce is ~1-10 ms, and the link counters are sampled

@@ -24,7 +24,6 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-import ray
 
 SPLIT = ("compute_s", "encode_s", "comm_s", "wall_s")
 
@@ -36,11 +35,8 @@ def load_average() -> list[float]:
 
 def start_ray(num_cpus: int | None = None) -> None:
     """A private local Ray for one benchmark (never joins a running cluster)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if ray.is_initialized():
-        return
-    ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 2,
-             include_dashboard=False, configure_logging=False, log_to_driver=False)
+    from ray_relu.runtime import ensure_ray
+    ensure_ray("local", num_cpus=num_cpus or os.cpu_count() or 2, log_to_driver=False)
 
 
 def time_fit(problem: Any, *, iterations: int, warmup: int,

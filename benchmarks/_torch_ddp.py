@@ -58,7 +58,7 @@ def make_shard(d: int, n: int, k: int, K: int) -> tuple[np.ndarray, np.ndarray, 
     """Shard ``k`` of ``K`` as float32 ``(X, y)`` and its float64 moment sum, made in
     chunks so that the float64 rows never exist all at once."""
     from ray_relu import PlantedReLU
-    from ray_relu.model import moment_sum, shard_bounds
+    from ray_relu.shards import shard_bounds
 
     problem = PlantedReLU(d, n, seed=SEED)
     start, stop = shard_bounds(n, k, K)
@@ -69,7 +69,7 @@ def make_shard(d: int, n: int, k: int, K: int) -> tuple[np.ndarray, np.ndarray, 
         hi = min(stop, lo + _CHUNK_ROWS)
         Xc, yc = problem.rows(lo, hi)
         X[lo - start:hi - start], y[lo - start:hi - start] = Xc, yc
-        moment += moment_sum(Xc, yc)
+        moment += Xc.T @ yc
     return X, y, moment
 
 

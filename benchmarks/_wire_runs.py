@@ -80,11 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", required=True, help="JSON list of {codec, options, "
                         "mode, downlink, label}")
     args = parser.parse_args(argv)
-    import ray
-
     from ray_relu import PlantedReLU
+    from ray_relu.runtime import ensure_ray
 
-    ray.init(address=args.address, log_to_driver=False)
+    ensure_ray(args.address, log_to_driver=False)
     problem = PlantedReLU(args.d, args.n or 8 * args.d, seed=0)
     for config in json.loads(args.configs):
         row = run_config(problem, config, workers=args.workers,

@@ -1,14 +1,15 @@
-"""ray_relu: fit a ReLU unit with distributed SGD and quantized SGD (QSGD) on Ray.
+"""ray_relu: distributed SGD with compressed gradients (QSGD first) on Ray.
 
 Reproduces and extends "Fitting ReLUs via SGD and Quantized SGD" (Kalan,
-Soltanolkotabi, Avestimehr, ISIT 2019)::
+Soltanolkotabi, Avestimehr, ISIT 2019), and fits the models, data and codecs its users
+bring::
 
     import ray_relu
     result = ray_relu.fit(ray_relu.PlantedReLU(d=1000, n=8000), codec="qsgd",
                           codec_options={"levels": 4}, workers=4, mode="all-to-all")
 
 The top-level names load on first use (PEP 562), so ``import ray_relu.codecs`` or
-``import ray_relu.model`` stays pure numpy and never imports Ray.
+``import ray_relu.models`` stays pure numpy and never imports Ray.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import types
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["fit", "FitResult", "PlantedReLU", "codecs", "__version__"]
+__all__ = ["fit", "FitResult", "RunConfig", "PlantedReLU", "Planted", "models", "codecs",
+           "__version__"]
 
 # name -> (module, attribute); attribute None means the module itself.
-_LAZY = {"FitResult": (".result", "FitResult"), "PlantedReLU": (".model", "PlantedReLU"),
+_LAZY = {"FitResult": (".result", "FitResult"), "PlantedReLU": (".models", "PlantedReLU"),
+         "Planted": (".models", "Planted"), "RunConfig": (".settings", "RunConfig"),
+         "models": (".models", None),
          "codecs": (".codecs", None)}
 
 

@@ -7,13 +7,16 @@ the same order, which is what makes their results equal to the last bit.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .codecs import Codec
-from .model import loss_and_gradient
 from .seeding import BATCH, DOWNLINK, QUANTIZE, rng_for
+
+if TYPE_CHECKING:
+    from .models import Model
+    from .settings import WorkerPlan
 
 
 def batch_indices(seed: int, t: int, k: int, shard_rows: int,
@@ -29,12 +32,12 @@ def batch_indices(seed: int, t: int, k: int, shard_rows: int,
     return np.sort(idx)
 
 
-def evaluate(w: np.ndarray, X: np.ndarray, y: np.ndarray,
+def evaluate(model: "Model", w: np.ndarray, X: np.ndarray, y: np.ndarray,
              idx: np.ndarray | None) -> tuple[float, np.ndarray]:
-    """Mean loss and gradient of the rows ``idx`` (all rows when None) at ``w``."""
+    """The model's mean loss and gradient on the rows ``idx`` (all when None) at ``w``."""
     if idx is not None:
         X, y = X[idx], y[idx]
-    return loss_and_gradient(w, X, y, check=False)
+    return model.loss_and_gradient(w, X, y)
 
 
 def encode_gradient(codec: Codec, g: np.ndarray, seed: int, t: int, k: int) -> bytes:
@@ -60,30 +63,14 @@ def sgd_step(w: np.ndarray, g: np.ndarray, step_size: float) -> np.ndarray:
     return w - step_size * g
 
 
-def moment_start(partial_sums: Sequence[np.ndarray], n: int) -> np.ndarray:
-    """``w_0 = (2/n) * sum_k partial_sums[k]`` in worker order (moment initialization)."""
-    total = partial_sums[0].copy()
-    for part in partial_sums[1:]:
+def data_start(plan: "WorkerPlan", statistics: Sequence[np.ndarray]) -> np.ndarray:
+    """``w_0`` of a data initialization from the K shards' statistics, summed in worker
+    order (the same bits on the driver, on every worker and in the reference)."""
+    total = statistics[0].copy()
+    for part in statistics[1:]:
         total += part
-    return (2.0 / n) * total
-
-
-def error_meter(w_star: np.ndarray | None) -> Callable[[np.ndarray], float]:
-    """``w -> ||w - w*|| / ||w*||``, or NaN when ``w*`` is unknown.
-
-    The same arithmetic as :func:`ray_relu.model.relative_error` (so the same bits),
-    with ``||w*||`` computed once and no argument checks: it runs every round, on the
-    driver and on every worker, where the checks cost more than the norms.
-    """
-    if w_star is None:
-        return lambda w: float("nan")
-    denom = np.linalg.norm(w_star)
-
-    def rel_error(w: np.ndarray) -> float:
-        diff = np.linalg.norm(w - w_star)
-        return float(diff / denom) if denom > 0 else float(diff)
-
-    return rel_error
+    return plan.model.initial_point(plan.init, plan.d, seed=plan.seed, statistic=total,
+                                    n=plan.n)
 
 
 def relative_change(w_new: np.ndarray, w_old: np.ndarray) -> float:

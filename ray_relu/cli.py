@@ -53,6 +53,7 @@ def _qsgd_default(name: str):
 
 
 def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from .models import available_models
     data = p.add_argument_group("data (a planted problem, or --data)")
     data.add_argument("--d", type=int, default=1000, help="input dimension (default 1000)")
     data.add_argument("--n", type=int, default=None, help="samples (default 8*d)")
@@ -61,6 +62,12 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--data", default=None,
                       help="Parquet file or directory instead of a planted problem")
     run = p.add_argument_group("run")
+    run.add_argument("--model", default="relu", choices=available_models(),
+                     help="the model fitted, and the one labelling planted data "
+                     "(default relu, the paper's)")
+    run.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
+                     help="a model parameter, e.g. alpha=0.2 (leaky), units=3 (hidden); "
+                     "repeatable")
     run.add_argument("--workers", type=int, default=4, help="shard actors K (default 4)")
     run.add_argument("--mode", default="master", choices=["master", "all-to-all"])
     run.add_argument("--codec", default="fp32", choices=["fp64", "fp32", "fp16", "qsgd"])
@@ -75,7 +82,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--step-size", type=float, default=None, help="default: derived")
     run.add_argument("--iterations", type=int, default=1000)
     run.add_argument("--tol", type=float, default=1e-8)
-    run.add_argument("--init", default="moment", choices=["moment", "zero", "random"])
+    run.add_argument("--init", default=None,
+                     help="the model's initialization (default: the model's own; relu: "
+                     "moment; also zero, random)")
     run.add_argument("--seed", type=int, default=0, help="seed of the run")
     run.add_argument("--placement", default="pack", choices=["pack", "spread"])
     run.add_argument("--cpus-per-worker", type=float, default=None)
@@ -91,24 +100,46 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--strict", action="store_true", help="exit 1 unless converged")
 
 
-def _problem(args: argparse.Namespace):
+def _model(args: argparse.Namespace):
+    from .models import get_model
+    params = {}
+    for item in args.model_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-param must be KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)      # numbers, true/false, lists
+        except ValueError:
+            params[key] = value                  # a plain string
+    return get_model(args.model, **params)
+
+
+def _problem(args: argparse.Namespace, model):
     from .data import ParquetData
-    from .model import PlantedReLU
+    from .models import Planted
     if args.data is not None:
         return ParquetData(args.data)
-    return PlantedReLU(args.d, args.n if args.n is not None else 8 * args.d,
-                       noise=args.noise, seed=args.data_seed)
+    return Planted(model, args.d, args.n if args.n is not None else 8 * args.d,
+                   noise=args.noise, seed=args.data_seed)
+
+
+def _run_config(args: argparse.Namespace, model):
+    """The run's RunConfig: every field the fit arguments name."""
+    import dataclasses
+
+    from .settings import RunConfig
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
+              if hasattr(args, f.name)}
+    return RunConfig(**{**values, "model": model, "codec_options": _codec_options(args)})
 
 
 def _run_fit(args: argparse.Namespace) -> int:
     from .fit import fit
     from .result import summary_table
-    result = fit(_problem(args), codec=args.codec, codec_options=_codec_options(args),
-                 workers=args.workers, mode=args.mode, batch_size=args.batch_size,
-                 step_size=args.step_size, iterations=args.iterations, tol=args.tol,
-                 init=args.init, seed=args.seed, progress=not args.no_progress,
-                 checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                 resume=args.resume, downlink_codec=args.downlink_codec,
+    model = _model(args)
+    result = fit(_problem(args, model), _run_config(args, model),
+                 progress=not args.no_progress, checkpoint=args.checkpoint,
+                 checkpoint_every=args.checkpoint_every, resume=args.resume,
                  placement=args.placement, cpus_per_worker=args.cpus_per_worker,
                  address=args.address)
     if args.out:
@@ -132,7 +163,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_write_parquet(args: argparse.Namespace) -> int:
     from .data import write_parquet
-    from .model import PlantedReLU
+    from .models import PlantedReLU
     p = PlantedReLU(args.d, args.n, noise=args.noise, seed=args.data_seed)
     write_parquet(p, args.out, layout=args.layout)
     print(f"wrote {p} to {args.out}")

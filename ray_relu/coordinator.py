@@ -101,7 +101,7 @@ class _Coordinator:
                  w_star: np.ndarray | None) -> None:
         self.workers, self.plan, self.step_size = workers, plan, step_size
         self.K = len(workers)
-        self.rel_error = algorithm.error_meter(w_star)
+        self.rel_error = plan.model.error_meter(w_star)
         self.codec = get_codec(plan.codec)
         self.exact = FullPrecision("float64")
         self.restarts = 0
@@ -148,14 +148,13 @@ class MasterCoordinator(_Coordinator):
         self._previous: np.ndarray | None = None
 
     def start(self, t: int, w0: np.ndarray | None) -> RoundRecord:
-        """Round ``t`` from ``w0``, or from the moment initialization when None."""
+        """Round ``t`` from ``w0``, or from the data initialization when None."""
         begin = time.perf_counter()
         up = 0
         if w0 is None:
-            messages = ray.get([wk.moment_message.remote() for wk in self.workers])
+            messages = ray.get([wk.statistic_message.remote() for wk in self.workers])
             up = sum(len(m) for m in messages)
-            w0 = algorithm.moment_start([self.exact.decode(m) for m in messages],
-                                        self.plan.n)
+            w0 = algorithm.data_start(self.plan, [self.exact.decode(m) for m in messages])
         self._set(np.array(w0, dtype=np.float64))
         record = self.next_round(t)
         record.bytes_up += up
@@ -238,11 +237,12 @@ class MasterCoordinator(_Coordinator):
         the bytes the next round ships (fresh workers get ``w_{t+1}`` itself instead)."""
         return {"next_w": self.w.copy(), "next_bytes": self._next_bytes}
 
-    def resume(self, w_t: np.ndarray, next_w: np.ndarray, next_bytes: int) -> None:
-        """Continue from a checkpoint taken after round ``t``."""
+    def resume(self, t: int, w_t: np.ndarray, continuation: dict) -> None:
+        """Continue after round ``t`` from ``w_t`` and what :meth:`continuation` gave."""
         self.current, self._previous = w_t.copy(), w_t.copy()
-        self._set(next_w.copy())
-        self._next_bytes = next_bytes or self._next_bytes
+        self._set(continuation["next_w"].copy())
+        self._next_bytes = continuation.get("next_bytes") or self._next_bytes
+        self.t = t
 
 
 class AllToAllCoordinator(_Coordinator):
@@ -259,10 +259,11 @@ class AllToAllCoordinator(_Coordinator):
         self._start: tuple[int, str] = (-1, "")   # the first round and how it started
 
     def start(self, t: int, w0: np.ndarray | None) -> RoundRecord:
-        """Round ``t`` from ``w0``, or from the moment initialization when None."""
+        """Round ``t`` from ``w0``, or from the data initialization when None."""
         if w0 is None:
-            # Moment sums are exchanged like gradients: K refs to every worker.
-            self._snapshot = (t, "moment", [wk.moment_message.remote() for wk in self.workers])
+            # Shard statistics are exchanged like gradients: K refs to every worker.
+            self._snapshot = (t, "statistic",
+                              [wk.statistic_message.remote() for wk in self.workers])
         else:
             message = self.exact.encode(np.asarray(w0, dtype=np.float64))
             self._snapshot = (t, "set", [_shipped(message)])
@@ -270,9 +271,10 @@ class AllToAllCoordinator(_Coordinator):
         self._replay(t)
         return self.next_round(t)
 
-    def resume(self, t: int, w_t: np.ndarray) -> None:
-        """Continue from a checkpoint taken after round ``t``: the workers replay round
-        ``t`` from ``w_t`` (the same messages as the first time), then go on."""
+    def resume(self, t: int, w_t: np.ndarray, continuation: dict) -> None:
+        """Continue after round ``t`` from ``w_t``: the workers replay round ``t`` from
+        it (the same messages as the first time), then go on. ``continuation`` is
+        unused (:meth:`continuation` gives nothing)."""
         self._snapshot = (t, "set", [_shipped(self.exact.encode(w_t))])
         self._replay(t)
         self.t = t
@@ -325,7 +327,7 @@ class AllToAllCoordinator(_Coordinator):
 
     def _rotate_snapshot(self, t: int) -> None:
         """Keep the driver's snapshot recent: ask worker 0 for ``w_c`` every
-        ``SNAPSHOT_EVERY`` rounds (and at once after a moment start, whose messages
+        ``SNAPSHOT_EVERY`` rounds (and at once after a data-init start, whose messages
         may live on the workers' nodes), and adopt it ``SNAPSHOT_LAG`` rounds later,
         by then long arrived: a fixed round, so the history's bytes are deterministic."""
         if self._pending_snapshot is not None and t >= self._pending_snapshot[0] + SNAPSHOT_LAG:

@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._validation import check_choice, check_int
-from .model import PlantedReLU, shard_bounds
+from .models import Planted, PlantedReLU
+from .shards import shard_bounds
 
 _META_KEY = b"ray_relu"
 
@@ -198,7 +199,8 @@ def as_source(data: object) -> DataSource:
     """Accept a PlantedReLU, a ParquetData, or a path to Parquet data."""
     if isinstance(data, (str, os.PathLike)):
         return ParquetData(data)
-    if isinstance(data, (PlantedReLU, ParquetData)):
+    if isinstance(data, (Planted, ParquetData)):
         return data
-    raise TypeError("problem must be a PlantedReLU, a ParquetData or a path to Parquet "
+    raise TypeError("problem must be a planted problem (PlantedReLU, Planted), a "
+                    "ParquetData or a path to Parquet "
                     f"data; got {type(data).__name__}")

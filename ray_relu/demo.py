@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .fit import fit
-from .model import PlantedReLU
+from .models import PlantedReLU
 from .result import summary_table
 
 

@@ -7,55 +7,41 @@ import sys
 from typing import Any, Callable
 
 import numpy as np
-import ray
 
 from . import checkpoint as ckpt_io
+from . import runtime
 from ._validation import check_choice, check_int
 from .coordinator import AllToAllCoordinator, MasterCoordinator, RoundRecord
 from .result import FitResult, history_table
-from .settings import RunSettings, resolve, start_point
-from .worker import spawn_workers
+from .settings import RunConfig, RunSettings, accepts_run_options, resolve, run_config
 
-PLACEMENTS = ("pack", "spread")
 ROUTES = ("relay", "p2p")
 
 
-def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
-        workers: int = 4, mode: str = "master", batch_size: int | None = None,
-        step_size: float | None = None, iterations: int = 1000, tol: float = 1e-8,
-        init: Any = "moment", seed: int = 0, progress: bool = True,
+@accepts_run_options
+def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = True,
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100,
-        resume: str | os.PathLike | None = None, downlink_codec: Any = None,
-        placement: str = "pack", cpus_per_worker: float | None = None,
-        route: str = "relay", address: str | None = None,
-        on_round: Callable[[RoundRecord, list], None] | None = None) -> FitResult:
-    """Fit the ReLU unit with distributed (quantized) SGD on Ray actors.
+        resume: str | os.PathLike | None = None, placement: str = "pack",
+        cpus_per_worker: float | None = None, route: str = "relay",
+        address: str | None = None,
+        on_round: Callable[[RoundRecord, list], None] | None = None,
+        **options: Any) -> FitResult:
+    """Fit a model with distributed (quantized) SGD on Ray actors.
 
     Parameters
     ----------
-    problem : PlantedReLU, ParquetData, or a path to Parquet data.
-    codec : ``"fp64"``, ``"fp32"``, ``"fp16"``, ``"qsgd"``, a config dict or a Codec; how
-        workers encode their gradients. ``codec_options`` are passed to
-        :func:`ray_relu.codecs.get_codec` (e.g. ``{"levels": 4}``).
-    workers : number K of shard actors (1 <= K <= n).
-    mode : ``"master"`` (the driver aggregates) or ``"all-to-all"`` (workers exchange
-        gradients and each steps its own replica).
-    batch_size : rows per iteration over all workers (split evenly); None: full batch.
-    step_size : None for the derived default (:func:`ray_relu.model.default_step_size`,
-        accounting for batch size, d, K and the codec's variance), or a float > 0.
-    iterations : the maximum number of updates.
-    tol : stop when ``||w - w*|| / ||w*|| <= tol`` (``w*`` known, e.g. PlantedReLU), or
-        else when ``||w_t - w_{t-1}|| / ||w_{t-1}|| <= tol``. ``FitResult.stopping_rule``
-        says which; ``converged`` is True only if it fired.
-    init : ``"moment"`` (default), ``"zero"``, ``"random"`` or an array of shape (d,).
-    seed : the seed of every random choice of the run (batches, quantization, init).
-    progress : show a progress bar (only when stderr is a terminal).
+    problem : the data: a planted problem (``PlantedReLU``, ``Planted(model, ...)``),
+        ``ParquetData`` or a path to Parquet data.
+    config : a :class:`~ray_relu.settings.RunConfig`; the algorithm's parameters
+        (``model``, ``codec``, ``codec_options``, ``workers``, ``mode``, ``batch_size``,
+        ``step_size``, ``iterations``, ``tol``, ``init``, ``seed``,
+        ``downlink_codec``) may also be given as keywords, which override it. They are
+        documented once, on :class:`~ray_relu.settings.RunConfig`.
+    progress : show a progress bar (only when stderr is a terminal or in Jupyter).
     checkpoint : path of a checkpoint written every ``checkpoint_every`` rounds and at
         the end (atomically).
     resume : path of a checkpoint to continue from; it must come from a run with the
-        same data, codec, mode, workers, batch size, step, init and seed.
-    downlink_codec : master mode only: encode the master's update with this codec
-        instead of shipping ``w`` in full precision.
+        same data, model, codec, mode, workers, batch size, step, init and seed.
     placement : ``"pack"`` (Ray's default) or ``"spread"`` (one worker per node
         where possible).
     cpus_per_worker : CPUs each actor reserves; None: ``min(1, cluster CPUs / K)``.
@@ -78,11 +64,8 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
     -------
     FitResult
     """
-    settings = resolve(problem, codec=codec, codec_options=codec_options, workers=workers,
-                       mode=mode, batch_size=batch_size, step_size=step_size,
-                       iterations=iterations, tol=tol, init=init, seed=seed,
-                       downlink_codec=downlink_codec)
-    placement = check_choice("placement", placement, PLACEMENTS)
+    settings = resolve(problem, run_config(config, **options))
+    placement = check_choice("placement", placement, runtime.PLACEMENTS)
     route = check_choice("route", route, ROUTES)
     if route == "p2p" and settings.mode != "all-to-all":
         raise ValueError("route='p2p' applies to mode='all-to-all' only (in master mode "
@@ -92,32 +75,19 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
     if resume is not None:
         state = ckpt_io.load(resume)
         ckpt_io.check_matches(state, settings.fingerprint(), resume)
-        if _should_stop(settings, state.history.to_pylist()[-1], state.iteration):
+        if settings.should_stop(state.history.to_pylist()[-1], state.iteration):
             return _result(settings, state.w, state.iteration, state.converged,
                            state.replica_divergence, state.history, state.restarts)
-    _ensure_ray(address)
+    runtime.ensure_ray(address)
     K = settings.workers
-    cpus = cpus_per_worker if cpus_per_worker is not None else \
-        min(1.0, ray.cluster_resources().get("CPU", 1.0) / K)
-    peer_to_peer = settings.mode == "all-to-all" and route == "p2p"
-    actors = spawn_workers(settings.source, K, settings.plan, num_cpus=cpus,
-                           spread=placement == "spread", peer_to_peer=peer_to_peer)
+    actors = runtime.spawn_workers(
+        settings.source, K, settings.plan, num_cpus=runtime.worker_cpus(K, cpus_per_worker),
+        placement=placement, peer_to_peer=settings.mode == "all-to-all" and route == "p2p")
     try:
         return _run(settings, actors, state, progress, checkpoint, checkpoint_every,
                     on_round)
     finally:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-
-
-def _ensure_ray(address: str | None) -> None:
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False if address is None else None,
-                 configure_logging=False, log_to_driver=True)
-
-
-def _should_stop(settings: RunSettings, row: Any, t: int) -> bool:
-    return bool(_value(row, settings) <= settings.tol) or t >= settings.iterations
+        runtime.stop_workers(actors)
 
 
 def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
@@ -125,26 +95,23 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
          on_round: Callable | None) -> FitResult:
     if settings.mode == "master":
         coord = MasterCoordinator(actors, settings.plan, settings.step_size,
-                                  settings.source.w_star)
+                                  settings.w_star)
     else:
         coord = AllToAllCoordinator(actors, settings.plan, settings.step_size,
-                                    settings.source.w_star, last_round=settings.iterations)
+                                    settings.w_star, last_round=settings.iterations)
     if state is None:
-        rows = [coord.start(0, start_point(settings))]
+        rows = [coord.start(0, settings.start_point())]
         t = 0
     else:
         t = state.iteration
         rows = state.history.to_pylist()
         coord.restarts = state.restarts
-        if settings.mode == "master":
-            coord.resume(state.w, state.next_w, state.next_bytes)
-        else:
-            coord.resume(t, state.w)
+        coord.resume(t, state.w, {"next_w": state.next_w, "next_bytes": state.next_bytes})
     bar = _progress_bar(progress, settings.iterations, t)
     try:
         while True:
             last = rows[-1]
-            if _should_stop(settings, last, t):
+            if settings.should_stop(last, t):
                 break
             t += 1
             rows.append(coord.next_round(t))
@@ -154,25 +121,20 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
                 bar.update(1)
                 # refresh=False: the bar redraws on its own clock; forcing a redraw
                 # every round would cost ~50 us, some 5 % of a small round.
-                bar.set_postfix({settings.stopping_rule: f"{_value(rows[-1], settings):.3g}"},
+                bar.set_postfix({settings.stopping_rule:
+                                 f"{getattr(rows[-1], settings.stopping_rule):.3g}"},
                                 refresh=False)
             if checkpoint is not None and t % checkpoint_every == 0:
                 _save(checkpoint, settings, coord, t, rows, False, None)
     finally:
         if bar is not None:
             bar.close()
-    converged = _value(rows[-1], settings) <= settings.tol
+    converged = settings.met_tol(rows[-1])
     w = coord.current_w()
     divergence = coord.replica_divergence()
     if checkpoint is not None:
         _save(checkpoint, settings, coord, t, rows, converged, divergence)
     return _result(settings, w, t, converged, divergence, history_table(rows), coord.restarts)
-
-
-def _value(row: Any, settings: RunSettings) -> float:
-    """The stopping rule's quantity of a history row (a dict) or a RoundRecord."""
-    return row[settings.stopping_rule] if isinstance(row, dict) \
-        else getattr(row, settings.stopping_rule)
 
 
 def _save(path, settings, coord, t, rows, converged, divergence) -> None:
@@ -204,7 +166,7 @@ def _result(settings: RunSettings, w, t, converged, divergence, history,
             restarts) -> FitResult:
     config = settings.fingerprint()
     config["codec_label"] = _codec_label(settings)
-    return FitResult(w=np.asarray(w), w_star=settings.source.w_star, converged=converged,
+    return FitResult(w=np.asarray(w), w_star=settings.w_star, converged=converged,
                      iterations=int(t), replica_divergence=float(divergence),
                      history=history, stopping_rule=settings.stopping_rule,
                      step_size=settings.step_size, restarts=int(restarts), config=config)

@@ -15,51 +15,52 @@ import numpy as np
 import pyarrow as pa
 
 from . import algorithm
-from .model import moment_sum, relative_error
-from .settings import resolve, start_point
+from .settings import RunConfig, accepts_run_options, resolve, run_config
+
+# The reference's own defaults where they differ from fit's: exact messages, one
+# worker, a short run to the iteration limit.
+REFERENCE_DEFAULTS = RunConfig(codec="fp64", workers=1, iterations=100, tol=0.0)
 
 
 @dataclass
 class ReferenceRun:
     """Iterates ``w_0..w_T`` and the deterministic history columns of a reference run."""
 
-    iterates: np.ndarray      # shape (T + 1, d)
+    iterates: np.ndarray      # shape (T + 1, num_params)
     history: pa.Table         # iteration, loss, rel_error, rel_change
 
 
-def sgd(problem: Any, *, codec: Any = "fp64", codec_options: dict | None = None,
-        workers: int = 1, mode: str = "master", batch_size: int | None = None,
-        step_size: float | None = None, iterations: int = 100, tol: float = 0.0,
-        init: Any = "moment", seed: int = 0, downlink_codec: Any = None) -> ReferenceRun:
-    """Run the algorithm of :func:`ray_relu.fit` in this process (same arguments).
+@accepts_run_options
+def sgd(problem: Any, config: RunConfig | None = None, /, **options: Any) -> ReferenceRun:
+    """Run the algorithm of :func:`ray_relu.fit` in this process (same parameters, a
+    :class:`~ray_relu.settings.RunConfig` and/or its fields as keywords).
 
-    ``mode`` matters only through ``downlink_codec`` (master); both modes compute the
-    same iterates. Stops after ``iterations`` updates or when the stopping rule of
-    ``fit`` fires with ``tol``.
+    Defaults differ from fit's: ``codec="fp64"``, ``workers=1``, ``iterations=100``,
+    ``tol=0``. ``mode`` matters only through ``downlink_codec`` (master); both modes
+    compute the same iterates. Stops after ``iterations`` updates or when the stopping
+    rule of ``fit`` fires with ``tol``.
     """
-    s = resolve(problem, codec=codec, codec_options=codec_options, workers=workers,
-                mode=mode, batch_size=batch_size, step_size=step_size,
-                iterations=iterations, tol=tol, init=init, seed=seed,
-                downlink_codec=downlink_codec)
-    K, plan, w_star = s.workers, s.plan, s.source.w_star
+    s = resolve(problem, run_config(config or REFERENCE_DEFAULTS, **options))
+    K, plan = s.workers, s.plan
     shards = [s.source.shard(k, K) for k in range(K)]
-    w = start_point(s)
+    rel_error = s.model.error_meter(s.w_star)
+    w = s.start_point()
     if w is None:
-        w = algorithm.moment_start([moment_sum(X, y) for X, y in shards], plan.n)
+        w = algorithm.data_start(plan, [s.model.shard_statistic(s.init, X, y)
+                                        for X, y in shards])
     iterates, rows, previous = [], [], None
     for t in range(s.iterations + 1):
         losses, grads = [], []
         for k, (X, y) in enumerate(shards):
             idx = algorithm.batch_indices(plan.seed, t, k, len(y), plan.batch_rows[k])
-            loss, g = algorithm.evaluate(w, X, y, idx)
+            loss, g = algorithm.evaluate(s.model, w, X, y, idx)
             losses.append(loss)
             grads.append(s.codec.decode(algorithm.encode_gradient(s.codec, g, plan.seed, t, k)))
-        rel_err = relative_error(w, w_star) if w_star is not None else float("nan")
         change = algorithm.relative_change(w, previous) if previous is not None else float("nan")
         rows.append({"iteration": t, "loss": float(sum(c * v for c, v in zip(plan.weights, losses))),
-                     "rel_error": rel_err, "rel_change": change})
+                     "rel_error": rel_error(w), "rel_change": change})
         iterates.append(w)
-        if (rel_err if w_star is not None else change) <= s.tol or t == s.iterations:
+        if s.should_stop(rows[-1], t):
             break
         g = algorithm.average(grads, plan.weights)
         previous = w

@@ -4,11 +4,13 @@ A worker builds its shard where it runs (from the problem's parameters, or by re
 its rows of a Parquet file), keeps a replica of ``w``, and in each round ``t``:
 
 1. brings its replica to ``w_t`` from what the coordinator sends (``kind``):
-   ``"set"`` (an encoded ``w_t``), ``"moment"`` (the K encoded moment sums),
+   ``"set"`` (an encoded ``w_t``), ``"statistic"`` (the K encoded shard statistics
+   of a data initialization, which the model turns into ``w_0``),
    ``"delta"`` (an encoded update from the master) or ``"peers"`` (the encoded
    gradients of round ``t - 1`` of the K - 1 other workers; the worker adds its own,
    which it kept, so its own message never travels back to it);
-2. evaluates loss and gradient on its mini-batch of iteration ``t`` at ``w_t``;
+2. evaluates the model's loss and gradient on its mini-batch of iteration ``t`` at
+   ``w_t``;
 3. encodes the gradient and returns the bytes, which Ray keeps in the object store.
 
 Steps 1 to 3 are one actor call, so an iteration costs one call per worker.
@@ -26,7 +28,7 @@ import os
 import socket
 import struct
 import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import ray
@@ -34,7 +36,6 @@ import ray
 from . import algorithm
 from .codecs import FullPrecision, get_codec
 from .data import DataSource
-from .model import moment_sum
 from .settings import WorkerPlan
 
 # Replicas a worker keeps: more than the rounds a coordinator submits ahead.
@@ -75,12 +76,15 @@ _STATS = struct.Struct("<5dq")
 
 
 class ShardWorker:
-    """One shard of the data and one replica of ``w`` (use through :func:`spawn_workers`)."""
+    """One shard of the data and one replica of ``w`` (started by
+    :func:`ray_relu.runtime.spawn_workers`)."""
 
     def __init__(self, source: DataSource, k: int, K: int, plan: WorkerPlan) -> None:
         self.k, self.K, self.plan = k, K, plan
         self.X, self.y = source.shard(k, K)
-        self.rel_error = algorithm.error_meter(source.w_star)
+        self.model = plan.model
+        self.rel_error = self.model.error_meter(source.w_star if plan.measure_error
+                                                else None)
         self.codec = get_codec(plan.codec)
         self.downlink = get_codec(plan.downlink) if plan.downlink else None
         self.exact = FullPrecision("float64")
@@ -95,9 +99,9 @@ class ShardWorker:
                 "node_ip": ray.util.get_node_ip_address(), "host": socket.gethostname(),
                 "node_id": ray.get_runtime_context().get_node_id()}
 
-    def moment_message(self) -> bytes:
-        """This shard's ``sum_i y_i x_i``, encoded exactly (float64)."""
-        return self.exact.encode(moment_sum(self.X, self.y))
+    def statistic_message(self) -> bytes:
+        """This shard's part of the data initialization's statistic, encoded exactly."""
+        return self.exact.encode(self.model.shard_statistic(self.plan.init, self.X, self.y))
 
     def replica_at(self, t: int | None = None) -> np.ndarray:
         """The replica ``w_t`` (the newest one when ``t`` is None)."""
@@ -130,8 +134,8 @@ class ShardWorker:
         start = time.perf_counter()
         if kind == "set":
             w = self.exact.decode(payload[0])
-        elif kind == "moment":
-            w = algorithm.moment_start([self.exact.decode(p) for p in payload], self.plan.n)
+        elif kind == "statistic":
+            w = algorithm.data_start(self.plan, [self.exact.decode(p) for p in payload])
         else:
             if self.t != t - 1 or self.w is None:
                 raise ReplicaLost(f"worker {self.k} holds iteration {self.t}, "
@@ -147,9 +151,9 @@ class ShardWorker:
         self._keep(t, w)
         decode_s = time.perf_counter() - start
         # Bytes that reached this worker from elsewhere: everything it was sent, except
-        # the moment sum it computed itself.
+        # the statistic it computed itself.
         received = sum(len(p) for j, p in enumerate(payload)
-                       if not (kind == "moment" and j == self.k))
+                       if not (kind == "statistic" and j == self.k))
         message, stats = self._evaluate(t, decode_s, received)
         self.own = message
         return message, stats.pack()
@@ -164,7 +168,7 @@ class ShardWorker:
         t0 = time.perf_counter()
         idx = algorithm.batch_indices(self.plan.seed, t, self.k, len(self.y),
                                       self.plan.batch_rows[self.k])
-        loss, g = algorithm.evaluate(self.w, self.X, self.y, idx)
+        loss, g = algorithm.evaluate(self.model, self.w, self.X, self.y, idx)
         t1 = time.perf_counter()
         message = algorithm.encode_gradient(self.codec, g, self.plan.seed, t, self.k)
         t2 = time.perf_counter()
@@ -176,33 +180,3 @@ class ShardWorker:
                         if previous is not None else float("nan")),
             received_bytes=received)
         return message, stats
-
-
-# In peer-to-peer routing a worker's returns above this size go to its node's object
-# store instead of into the reply to the driver (Ray's default limit is 100 KiB), so
-# peers pull gradient messages from the sender's node and the driver's link carries
-# only the 48-byte stats and the refs. Below it a message costs about what a ref does.
-P2P_INLINE_BYTES = 256
-
-
-def spawn_workers(source: DataSource, K: int, plan: WorkerPlan, *, num_cpus: float,
-                  spread: bool = False, peer_to_peer: bool = False) -> list:
-    """Start ``K`` restartable ``ShardWorker`` actors; each builds its own shard.
-
-    Actors restart after a crash (``max_restarts=-1``); tasks are not retried by Ray,
-    because a restarted worker first needs its replica back, which the coordinator
-    sends when it replays the rounds. ``peer_to_peer`` keeps the workers' gradient
-    messages in their own nodes' object stores (see ``P2P_INLINE_BYTES``).
-    """
-    options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": -1,
-                               "max_task_retries": 0}
-    if spread:
-        options["scheduling_strategy"] = "SPREAD"
-    if peer_to_peer:
-        # Ray reads its config from RAY_* variables when a worker process starts.
-        options["runtime_env"] = {"env_vars": {
-            "RAY_max_direct_call_object_size": str(P2P_INLINE_BYTES)}}
-    remote_cls = ray.remote(ShardWorker).options(**options)
-    # The source is small (parameters or a path): each actor, and each restart of
-    # it, rebuilds its shard from it.
-    return [remote_cls.remote(source, k, K, plan) for k in range(K)]

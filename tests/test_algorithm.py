@@ -16,19 +16,27 @@ import pytest
 
 from ray_relu import algorithm
 from ray_relu.codecs import QSGD
+from ray_relu.models import ReLU, relative_error
 
 SEED = 12
 
 
 # --------------------------------------------------------------------------- moment start
+def moment_start(parts, n):
+    """The ReLU's data init through the engine's path (``algorithm.data_start``)."""
+    from types import SimpleNamespace
+    plan = SimpleNamespace(model=ReLU(), init="moment", d=len(parts[0]), n=n, seed=0)
+    return algorithm.data_start(plan, parts)
+
+
 def test_moment_start_hand_computed():
     parts = [np.array([1.0, 2.0]), np.array([3.0, 4.0]), np.array([-2.0, 0.5])]
     kept = [p.copy() for p in parts]
     # (2/n) * sum = (2/8) * [2, 6.5]
-    np.testing.assert_array_equal(algorithm.moment_start(parts, 8), [0.5, 1.625])
+    np.testing.assert_array_equal(moment_start(parts, 8), [0.5, 1.625])
     for p, k in zip(parts, kept):                   # the inputs are left alone
         np.testing.assert_array_equal(p, k)
-    np.testing.assert_array_equal(algorithm.moment_start([np.array([3.0])], 6), [1.0])
+    np.testing.assert_array_equal(moment_start([np.array([3.0])], 6), [1.0])
 
 
 def test_moment_start_is_an_unbiased_estimate_of_w_star():
@@ -42,7 +50,7 @@ def test_moment_start_is_an_unbiased_estimate_of_w_star():
     X = rng.standard_normal((n, d))
     y = np.maximum(X @ w_star, 0.0)
     parts = [X[a:b].T @ y[a:b] for a, b in ((0, 10_000), (10_000, 35_000), (35_000, n))]
-    w0 = algorithm.moment_start(parts, n)
+    w0 = moment_start(parts, n)
     standard_error = (2 * y[:, None] * X).std(axis=0) / math.sqrt(n)
     assert np.max(np.abs(w0 - w_star) / standard_error) < 5
 
@@ -100,11 +108,11 @@ def test_evaluate_hand_computed():
     y = np.array([1.0, 0.0, 2.0])
     w = np.array([2.0, 0.0])
     # rows 0 and 2: z = [2, 2], residuals [1, 0], loss (1/2)(1 + 0)/2
-    loss, g = algorithm.evaluate(w, X, y, np.array([0, 2]))
+    loss, g = algorithm.evaluate(ReLU(), w, X, y, np.array([0, 2]))
     assert loss == 0.25
     np.testing.assert_array_equal(g, [0.5, 0.0])
     # all rows: z = [2, 0, 2]; row 1 sits at the kink with residual 0
-    loss, g = algorithm.evaluate(w, X, y, None)
+    loss, g = algorithm.evaluate(ReLU(), w, X, y, None)
     assert loss == pytest.approx(1 / 6, rel=1e-15)
     np.testing.assert_allclose(g, [1 / 3, 0.0], rtol=1e-15)
 
@@ -138,11 +146,13 @@ def test_relative_change_hand_computed():
 
 
 def test_error_meter_hand_computed():
-    meter = algorithm.error_meter(np.array([0.0, 2.0]))
+    meter = ReLU().error_meter(np.array([0.0, 2.0]))
     assert meter(np.zeros(2)) == 1.0
     assert meter(np.array([0.0, 3.0])) == 0.5
     assert meter(np.array([1.5, 2.0])) == 0.75
-    assert algorithm.error_meter(np.zeros(2))(np.array([3.0, 4.0])) == 5.0
+    assert ReLU().error_meter(np.zeros(2))(np.array([3.0, 4.0])) == 5.0
+    assert relative_error(np.array([1.5, 2.0]), np.array([0.0, 2.0])) == 0.75
+    assert np.isnan(ReLU().error_meter(None)(np.ones(2)))
 
 
 # --------------------------------------------------------------------------- codec streams

@@ -42,6 +42,10 @@ def test_fit_json_summary_and_strict_exit_code(capsys):
     (["fit", "--noise", "nan"], "noise"),
     (["fit", "--data", "/nonexistent/data.parquet"], "/nonexistent/data.parquet"),
     (["fit", "--d", "10", "--n", "80", "--resume", "/nonexistent/ckpt.npz"], "ckpt.npz"),
+    (["fit", "--model", "mlp"], "invalid choice: 'mlp'"),
+    (["fit", "--model", "leaky", "--model-param", "alpha"], "--model-param must be KEY=VALUE"),
+    (["fit", "--model", "leaky", "--model-param", "alpha=2"], "alpha must be in [0, 1)"),
+    (["fit", "--model", "hidden", "--init", "moment"], "init must be one of 'random'"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exc_info:
@@ -51,6 +55,14 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err
     assert err.startswith("ray-relu: error:") and "\n" not in err
+
+
+def test_fit_another_model_on_its_planted_problem(capsys):
+    code = main(["fit", "--d", "6", "--n", "300", "--workers", "2", "--model", "hidden",
+                 "--model-param", "units=2", "--iterations", "3000", "--tol", "1e-6",
+                 "--json", "--strict", "--no-progress"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["converged"] is True and summary["rel_error"] <= 1e-6
 
 
 def test_help_lists_commands_and_examples(capsys):

@@ -171,7 +171,7 @@ def test_qsgd_all_to_all_bytes_match_the_codec(cluster):
     from ray_relu import algorithm
     from ray_relu.codecs import FullPrecision
     from ray_relu.coordinator import SNAPSHOT_EVERY, SNAPSHOT_LAG
-    from ray_relu.model import PlantedReLU
+    from ray_relu.models import PlantedReLU, ReLU
     from ray_relu.reference import sgd
     from ray_relu.settings import resolve
     d, n, levels = 1000, 8000, 4
@@ -191,7 +191,7 @@ def test_qsgd_all_to_all_bytes_match_the_codec(cluster):
         sizes.append([])
         for k, (X, y) in enumerate(shards):
             idx = algorithm.batch_indices(s.plan.seed, t, k, len(y), s.plan.batch_rows[k])
-            _, g = algorithm.evaluate(ref.iterates[t], X, y, idx)
+            _, g = algorithm.evaluate(ReLU(), ref.iterates[t], X, y, idx)
             sizes[-1].append(len(algorithm.encode_gradient(s.codec, g, s.plan.seed, t, k)))
     moment = len(FullPrecision("float64").encode(np.zeros(d)))
     expected = [(K - 1) * K * moment] + [(K - 1) * sum(row) for row in sizes]

@@ -9,6 +9,7 @@ import pytest
 import ray
 
 from ray_relu import FitResult, PlantedReLU, algorithm, fit
+from ray_relu.models import ReLU
 from ray_relu.checkpoint import CheckpointError
 from ray_relu.codecs import get_codec
 from ray_relu.data import ParquetData, write_parquet
@@ -126,7 +127,7 @@ def qsgd_message_sizes(problem, ref, K, batch_size, seed, codec):
     for t, w in enumerate(ref.iterates):
         for k, ((X, y), mk) in enumerate(zip(shards, rows)):
             idx = algorithm.batch_indices(seed, t, k, len(y), mk)
-            _, g = algorithm.evaluate(w, X, y, idx)
+            _, g = algorithm.evaluate(ReLU(), w, X, y, idx)
             sizes[t, k] = len(algorithm.encode_gradient(codec, g, seed, t, k))
     return sizes
 
@@ -395,7 +396,7 @@ def test_peer_to_peer_messages_stay_in_the_senders_object_store(peer_to_peer):
     """p2p: a message above the inline limit is stored on the sender's node (Ray knows
     where), so peers pull it from there; relayed, it is inlined into the driver."""
     from ray_relu.settings import resolve
-    from ray_relu.worker import P2P_INLINE_BYTES, spawn_workers
+    from ray_relu.runtime import P2P_INLINE_BYTES, spawn_workers, stop_workers
     settings = resolve(PlantedReLU(d=100, n=200, seed=0), codec="fp32", workers=2,
                        mode="all-to-all")
     workers = spawn_workers(settings.source, 2, settings.plan, num_cpus=0.5,
@@ -409,8 +410,7 @@ def test_peer_to_peer_messages_stay_in_the_senders_object_store(peer_to_peer):
         assert bool(where[message_ref]["node_ids"]) == peer_to_peer
         assert not where[stats_ref]["node_ids"]     # the small stats are always inlined
     finally:
-        for wk in workers:
-            ray.kill(wk, no_restart=True)
+        stop_workers(workers)
 
 
 def test_peer_to_peer_recovers_large_messages_exactly():

@@ -20,7 +20,7 @@ from ray_relu.experiments.sample_complexity import run_grid_point
 from ray_relu.experiments.runs import batch_rows, derived_seed, history, parallel_map
 from ray_relu.experiments.tables import stack, tagged
 from ray_relu.tables import text_table
-from ray_relu.model import PlantedReLU
+from ray_relu.models import PlantedReLU
 
 matplotlib.use("Agg")
 

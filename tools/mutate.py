@@ -47,7 +47,7 @@ class Mutation:
 
 # Test selections: fast files, or the few Ray tests that exercise the code in question.
 ALGORITHM = ("tests/test_algorithm.py",)
-MODEL = ("tests/test_model.py",)
+MODEL = ("tests/test_models.py",)
 CHECKPOINT = ("tests/test_checkpoint.py",)
 CODECS = ("tests/test_codecs.py", "-k", "not qsgd_is_unbiased and not extreme_magnitudes "
           "and not bucket_variance")
@@ -67,8 +67,9 @@ ENGINE_BYTES = (E + "test_qsgd_bytes_are_the_sum_of_the_real_message_sizes",
 ENGINE_RESUME = (E + "test_resume_continues_exactly",)
 ENGINE_AHEAD = (E + "test_rounds_ahead_stop_exactly_where_tol_is_met",)
 
-A, M, C, W, K = ("ray_relu/algorithm.py", "ray_relu/model.py", "ray_relu/coordinator.py",
-                 "ray_relu/worker.py", "ray_relu/checkpoint.py")
+A, C, W, K = ("ray_relu/algorithm.py", "ray_relu/coordinator.py", "ray_relu/worker.py",
+              "ray_relu/checkpoint.py")
+MB, SI, SH = "ray_relu/models/base.py", "ray_relu/models/single_index.py", "ray_relu/shards.py"
 Q, BASE, RAW, FP16, FULL, BITS = (
     "ray_relu/codecs/qsgd.py", "ray_relu/codecs/base.py", "ray_relu/codecs/_raw.py",
     "ray_relu/codecs/fp16.py", "ray_relu/codecs/fullprec.py", "ray_relu/codecs/bitcoding.py")
@@ -80,10 +81,11 @@ MUTATIONS = [
              "delta = algorithm.encode_downlink(self.downlink, -self.step_size * g,\n"
              "                                              self.plan.seed, t)",
              "delta = self.downlink.encode(-self.step_size * g)", ENGINE_DOWNLINK),
-    Mutation("issue 2: default step 1/c instead of 1/(2c)", M,
-             "1.0 / (2.0 * c)", "1.0 / c", MODEL),
-    Mutation("issue 3: moment start (1/n) instead of (2/n)", A,
-             "return (2.0 / n) * total", "return (1.0 / n) * total", ALGORITHM),
+    Mutation("issue 2: default step 1/c instead of 1/(2c)", MB,
+             "mean / c))", "2.0 * mean / c))", MODEL),
+    Mutation("issue 3: moment start (1/n) instead of (2/n)", SI,
+             "return (1.0 / (self._moment_gain * n)) * statistic",
+             "return (1.0 / n) * statistic", ALGORITHM),
     Mutation("issue 4: every worker draws the same rows", A,
              "rng_for(seed, BATCH, t, k)", "rng_for(seed, BATCH, t)", ALGORITHM),
     # Issue 5's line is gone: recovery now replays from a snapshot of worker 0's
@@ -110,29 +112,29 @@ MUTATIONS = [
     Mutation("sgd_step updates w in place", A,
              "return w - step_size * g", "w -= step_size * g\n    return w", ALGORITHM),
     Mutation("moment start adds into the first partial sum", A,
-             "total = partial_sums[0].copy()", "total = partial_sums[0]", ALGORITHM),
+             "total = statistics[0].copy()", "total = statistics[0]", ALGORITHM),
     Mutation("relative change divides by the new w", A,
              "denom = float(np.linalg.norm(w_old))", "denom = float(np.linalg.norm(w_new))",
              ALGORITHM),
-    Mutation("error meter squares the norm of w*", A,
+    Mutation("error meter squares the norm of w*", MB,
              "denom = np.linalg.norm(w_star)\n", "denom = np.linalg.norm(w_star) ** 2\n",
              ALGORITHM),
-    # ---- model.py
-    Mutation("c(m): (d + 1) instead of (d + 2)", M,
-             "return (d + 2) / (2 * m)", "return (d + 1) / (2 * m)", MODEL),
-    Mutation("Hessian edge without the factor 2", M,
-             "math.sqrt(2.0 * d / m)", "math.sqrt(d / m)", MODEL),
-    Mutation("codec term assumes an even batch split", M,
+    # ---- models/
+    Mutation("c(m): (d + 1) instead of (d + 2)", MB,
+             "return second * (d + 2) / m", "return second * (d + 1) / m", MODEL),
+    Mutation("Hessian edge without the factor 2", MB,
+             "math.sqrt(d / (active * m))", "math.sqrt(d / m)", MODEL),
+    Mutation("codec term assumes an even batch split", MB,
              "for mk in split_evenly(m, K) if mk > 0)", "for mk in [m // K] * K if mk > 0)",
              MODEL),
-    Mutation("downlink variance ignored", M,
+    Mutation("downlink variance ignored", MB,
              "c *= 1.0 + check_float(\"downlink_variance\", downlink_variance, minimum=0.0)",
              "check_float(\"downlink_variance\", downlink_variance, minimum=0.0)", MODEL),
-    Mutation("relu'(0) = 0", M, "slope = (z > 0) + 0.5 * (z == 0)", "slope = (z > 0) * 1.0",
+    Mutation("relu'(0) = 0", SI, "return (z > 0) + 0.5 * (z == 0)", "return (z > 0) * 1.0",
              MODEL),
-    Mutation("loss without the 1/2", M, "return float(0.5 * np.dot(r, r) / m), g",
+    Mutation("loss without the 1/2", SI, "return float(0.5 * np.dot(r, r) / m), g",
              "return float(np.dot(r, r) / m), g", MODEL),
-    Mutation("shard bounds drop the remainder", M,
+    Mutation("shard bounds drop the remainder", SH,
              "return k * n // K, (k + 1) * n // K", "return k * (n // K), (k + 1) * (n // K)",
              MODEL),
     # ---- coordinator.py
@@ -160,8 +162,8 @@ MUTATIONS = [
     Mutation("all-to-all replicas average without the batch weights", W,
              "algorithm.average(grads, self.plan.weights)",
              "algorithm.average(grads, [1 / len(grads)] * len(grads))", ENGINE_EXACT),
-    Mutation("a worker counts its own moment sum as received", W,
-             'if not (kind == "moment" and j == self.k))', ")", ENGINE_BYTES),
+    Mutation("a worker counts its own init statistic as received", W,
+             'if not (kind == "statistic" and j == self.k))', ")", ENGINE_BYTES),
     Mutation("a worker puts its own message first", W,
              "messages.insert(self.k, self.own)", "messages.insert(0, self.own)",
              ENGINE_EXACT),

@@ -42,13 +42,6 @@ def _select(only: Sequence[str] | None) -> list[str]:
     return [n for n in EXPERIMENTS if n in names]
 
 
-def _ensure_ray(address: str | None) -> None:
-    import ray
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False if address is None else None,
-                 configure_logging=False, log_to_driver=False)
-
-
 def reproduce(profile: str = "quick", out: str | Path = "results", *,
               only: Sequence[str] | None = None, address: str | None = None,
               seed: int = 0, log: Callable[[str], None] = print) -> dict[str, ExperimentResult]:
@@ -63,7 +56,8 @@ def reproduce(profile: str = "quick", out: str | Path = "results", *,
     seed = check_int("seed", seed, minimum=0)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _ensure_ray(address)
+    from ..runtime import ensure_ray
+    ensure_ray(address, log_to_driver=False)
     results, timings = {}, {}
     for i, name in enumerate(names, 1):
         log(f"[{i}/{len(names)}] {name} ({profile}) ...")

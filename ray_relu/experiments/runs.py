@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._validation import check_choice, check_float, check_int
-from ..model import PlantedReLU
+from ..models import PlantedReLU
 from .tables import column
 
 ENGINES = ("ray", "reference")
@@ -97,7 +97,8 @@ def parallel_map(func: Callable[..., Any], jobs: Sequence[tuple], *,
     if not parallel:
         return [func(*job) for job in jobs]
     import ray
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, configure_logging=False)
+
+    from ..runtime import ensure_ray
+    ensure_ray()
     remote = ray.remote(num_cpus=1)(func)
     return ray.get([remote.remote(*job) for job in jobs])

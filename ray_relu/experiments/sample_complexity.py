@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._validation import check_float, check_int
-from ..model import PlantedReLU
+from ..models import PlantedReLU
 from . import analysis, plotting
 from .result import ExperimentResult
 from .runs import derived_seed, history, parallel_map

@@ -1,0 +1,85 @@
+"""The one owner of the Ray side: start or join Ray, start the shard actors, decide
+their CPUs and placement, and stop them.
+
+:func:`ray_relu.fit`, the experiments, the CLI and the benchmarks go through here, so
+there is one ``ray.init`` policy and one actor policy for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from .data import DataSource
+from .settings import WorkerPlan
+from .worker import ShardWorker
+
+PLACEMENTS = ("pack", "spread")
+
+# In peer-to-peer routing a worker's returns above this size go to its node's object
+# store instead of into the reply to the driver (Ray's default limit is 100 KiB), so
+# peers pull gradient messages from the sender's node and the driver's link carries
+# only the 48-byte stats and the refs. Below it a message costs about what a ref does.
+P2P_INLINE_BYTES = 256
+
+
+def ensure_ray(address: str | None = None, *, log_to_driver: bool = True,
+               num_cpus: int | None = None) -> None:
+    """Connect this process to Ray unless it already is.
+
+    ``address=None`` starts a local Ray (no dashboard: it costs seconds and memory a
+    laptop fit does not need); ``"auto"`` joins the cluster this machine belongs to;
+    ``"local"`` always starts a private one; ``"ray://host:10001"`` connects through
+    Ray Client. ``num_cpus`` applies to a Ray started here.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    starts_local = address in (None, "local")
+    options: dict[str, Any] = {"configure_logging": False, "log_to_driver": log_to_driver}
+    if starts_local:
+        options["include_dashboard"] = False
+        if num_cpus is not None:
+            options["num_cpus"] = num_cpus
+    ray.init(address=address, **options)
+
+
+def worker_cpus(K: int, requested: float | None) -> float:
+    """CPUs each of ``K`` actors reserves: ``requested``, or ``min(1, cluster CPUs / K)``
+    so that K workers always fit on the cluster as it is (an autoscaling cluster
+    grows only for ``requested=1``-style demand beyond its size)."""
+    if requested is not None:
+        return float(requested)
+    return min(1.0, ray.cluster_resources().get("CPU", 1.0) / K)
+
+
+def spawn_workers(source: DataSource, K: int, plan: WorkerPlan, *, num_cpus: float,
+                  placement: str = "pack", peer_to_peer: bool = False) -> list:
+    """Start ``K`` restartable ``ShardWorker`` actors; each builds its own shard.
+
+    Actors restart after a crash (``max_restarts=-1``); tasks are not retried by Ray,
+    because a restarted worker first needs its replica back, which the coordinator
+    sends when it replays the rounds. ``placement="spread"`` asks for one worker per
+    node where possible. ``peer_to_peer`` keeps the workers' gradient messages in
+    their own nodes' object stores (see ``P2P_INLINE_BYTES``).
+    """
+    options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": -1,
+                               "max_task_retries": 0}
+    if placement == "spread":
+        options["scheduling_strategy"] = "SPREAD"
+    if peer_to_peer:
+        # Ray reads its config from RAY_* variables when a worker process starts.
+        options["runtime_env"] = {"env_vars": {
+            "RAY_max_direct_call_object_size": str(P2P_INLINE_BYTES)}}
+    remote_cls = ray.remote(ShardWorker).options(**options)
+    # The source is small (parameters, a path or object refs): each actor, and each
+    # restart of it, rebuilds its shard from it.
+    return [remote_cls.remote(source, k, K, plan) for k in range(K)]
+
+
+def stop_workers(actors: list) -> None:
+    """Kill the actors for good (no restart); their objects go with them."""
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
