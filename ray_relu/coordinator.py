@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 import ray
-from ray.exceptions import ObjectLostError, RayActorError
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError
 
 from . import algorithm
 from .codecs import FullPrecision, get_codec
@@ -94,18 +94,43 @@ class WorkerLostError(RuntimeError):
     """A worker kept failing after repeated restarts."""
 
 
+class RoundTimeoutError(TimeoutError):
+    """Some workers did not answer a round within ``round_timeout`` seconds (a stalled
+    link or node: a dead worker is restarted instead)."""
+
+    def __init__(self, t: int, workers: list[int], timeout: float) -> None:
+        self.round, self.workers, self.timeout = t, workers, timeout
+        names = ", ".join(map(str, workers))
+        super().__init__(f"round {t}: no answer from worker{'s' if len(workers) > 1 else ''} "
+                         f"{names} within round_timeout={timeout:g} s")
+
+
 class _Coordinator:
     """Shared machinery: the run's constants, the history row, replica checks."""
 
     def __init__(self, workers: list, plan: WorkerPlan, step_size: float,
-                 w_star: np.ndarray | None) -> None:
+                 w_star: np.ndarray | None, round_timeout: float | None = None) -> None:
         self.workers, self.plan, self.step_size = workers, plan, step_size
+        self.round_timeout = round_timeout
         self.K = len(workers)
         self.rel_error = plan.model.error_meter(w_star)
         self.codec = get_codec(plan.codec)
         self.exact = FullPrecision("float64")
         self.restarts = 0
         self.t = -1                      # the last round whose record was returned
+
+    def _get(self, refs: list, t: int, owners: list[int]) -> list:
+        """``ray.get(refs)``, or a :class:`RoundTimeoutError` naming the workers
+        (``owners[i]`` owns ``refs[i]``) still silent after ``round_timeout``."""
+        if self.round_timeout is None:
+            return ray.get(refs)
+        try:
+            return ray.get(refs, timeout=self.round_timeout)
+        except GetTimeoutError:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            done = set(ready)
+            late = sorted({owners[i] for i, ref in enumerate(refs) if ref not in done})
+            raise RoundTimeoutError(t, late, self.round_timeout) from None
 
     def _weighted(self, values: list[float]) -> float:
         return float(sum(wk * v for wk, v in zip(self.plan.weights, values)))
@@ -115,8 +140,9 @@ class _Coordinator:
         recorded round. Worker 0's replica goes to the others, which compare: replicas
         never cross the driver's link (on a cluster, K x 8d bytes would)."""
         ref = self.workers[0].replica_at.remote(self.t)
-        return max(ray.get([wk.max_abs_difference.remote(self.t, ref)
-                            for wk in self.workers[1:]]), default=0.0)
+        return max(self._get([wk.max_abs_difference.remote(self.t, ref)
+                              for wk in self.workers[1:]], self.t,
+                             list(range(1, self.K))), default=0.0)
 
     def _give_up(self, t: int, attempt: int, exc: Exception) -> None:
         if attempt >= MAX_RESUBMITS:
@@ -138,8 +164,8 @@ class _Coordinator:
 class MasterCoordinator(_Coordinator):
     """The driver aggregates and steps; workers evaluate at the ``w`` it ships."""
 
-    def __init__(self, workers, plan, step_size, w_star) -> None:
-        super().__init__(workers, plan, step_size, w_star)
+    def __init__(self, workers, plan, step_size, w_star, round_timeout=None) -> None:
+        super().__init__(workers, plan, step_size, w_star, round_timeout)
         self.downlink = get_codec(plan.downlink) if plan.downlink else None
         self.w: np.ndarray | None = None          # w_{t+1}: what the next round ships
         self._next: tuple[str, list] = ("set", [])   # its kind and per-worker payloads
@@ -210,7 +236,8 @@ class MasterCoordinator(_Coordinator):
         """The K stats and messages of round ``t``; a failed task is resubmitted to its
         (restarted) worker with ``w_t`` itself. A healthy round costs one ``ray.get``."""
         try:
-            values = ray.get([ref for pair in pending for ref in pair])
+            values = self._get([ref for pair in pending for ref in pair], t,
+                               [k for k in range(self.K) for _ in (0, 1)])
             return ([RoundStats.unpack(v) for v in values[1::2]], list(values[0::2]))
         except RECOVERABLE:
             pass
@@ -219,7 +246,7 @@ class MasterCoordinator(_Coordinator):
         for k in range(self.K):
             for attempt in range(MAX_RESUBMITS + 1):
                 try:
-                    messages[k], packed = ray.get(list(pending[k]))
+                    messages[k], packed = self._get(list(pending[k]), t, [k, k])
                     stats[k] = RoundStats.unpack(packed)
                     break
                 except RECOVERABLE as exc:
@@ -231,6 +258,13 @@ class MasterCoordinator(_Coordinator):
     def current_w(self) -> np.ndarray:
         """``w_t`` of the last completed round."""
         return self.current.copy()
+
+    def driver_state(self) -> tuple[int, np.ndarray, dict] | None:
+        """``(t, w_t, continuation)`` of the last completed round, from what the driver
+        holds (no worker is asked: they may be unreachable)."""
+        if self.current is None:
+            return None
+        return self.t, self.current_w(), self.continuation()
 
     def continuation(self) -> dict:
         """What a checkpoint needs to continue after the last round: ``w_{t+1}`` and
@@ -248,8 +282,9 @@ class MasterCoordinator(_Coordinator):
 class AllToAllCoordinator(_Coordinator):
     """Workers exchange encoded gradients directly; the driver only moves refs."""
 
-    def __init__(self, workers, plan, step_size, w_star, last_round: int) -> None:
-        super().__init__(workers, plan, step_size, w_star)
+    def __init__(self, workers, plan, step_size, w_star, last_round: int,
+                 round_timeout=None) -> None:
+        super().__init__(workers, plan, step_size, w_star, round_timeout)
         self.last_round = last_round
         self._rounds: dict[int, tuple[list, list]] = {}   # t -> (message, stats refs)
         self._submitted = -1
@@ -273,11 +308,15 @@ class AllToAllCoordinator(_Coordinator):
 
     def resume(self, t: int, w_t: np.ndarray, continuation: dict) -> None:
         """Continue after round ``t`` from ``w_t``: the workers replay round ``t`` from
-        it (the same messages as the first time), then go on. ``continuation`` is
-        unused (:meth:`continuation` gives nothing)."""
+        it (the same messages as the first time), then go on. ``continuation`` may say
+        ``data_init=True`` (the run started from a data initialization)."""
         self._snapshot = (t, "set", [_shipped(self.exact.encode(w_t))])
         self._replay(t)
         self.t = t
+        # Ask for the snapshot the uninterrupted run asked for at round t (see
+        # _rotate_snapshot), so that its bytes land in the same history row.
+        if t % SNAPSHOT_EVERY == 0 and (t > 0 or continuation.get("data_init")):
+            self._pending_snapshot = (t, self.workers[0].replica_message.remote(t))
 
     def next_round(self, t: int) -> RoundRecord:
         begin = time.perf_counter()
@@ -316,7 +355,12 @@ class AllToAllCoordinator(_Coordinator):
         """The K stats of round ``t``; after a failure, replay and try again."""
         for attempt in range(MAX_RESUBMITS + 1):
             try:
-                stats = [RoundStats.unpack(v) for v in ray.get(self._rounds[t][1])]
+                try:
+                    stats = [RoundStats.unpack(v) for v in
+                             self._get(self._rounds[t][1], t, list(range(self.K)))]
+                except RoundTimeoutError as exc:
+                    raise RoundTimeoutError(t, self._silent(t) or exc.workers,
+                                            exc.timeout) from None
                 break
             except RECOVERABLE as exc:
                 self._give_up(t, attempt, exc)
@@ -324,6 +368,20 @@ class AllToAllCoordinator(_Coordinator):
         for old in [r for r in self._rounds if r < t]:
             del self._rounds[old]        # frees the messages no later round needs
         return stats
+
+    def _silent(self, t: int) -> list[int]:
+        """The workers whose gradient message of the earliest unfinished round up to
+        ``t`` is missing: a silent worker holds up every peer's next round, so only
+        its own messages tell it apart."""
+        for r in sorted(r for r in self._rounds if r <= t):
+            messages = self._rounds[r][0]
+            ready, _ = ray.wait(messages, num_returns=len(messages), timeout=0,
+                                fetch_local=False)
+            done = set(ready)
+            missing = [k for k, ref in enumerate(messages) if ref not in done]
+            if missing:
+                return missing
+        return []
 
     def _rotate_snapshot(self, t: int) -> None:
         """Keep the driver's snapshot recent: ask worker 0 for ``w_c`` every
@@ -346,7 +404,16 @@ class AllToAllCoordinator(_Coordinator):
 
     def current_w(self) -> np.ndarray:
         """``w_t`` of the last recorded round (all replicas are identical)."""
-        return ray.get(self.workers[0].replica_at.remote(self.t))
+        return self._get([self.workers[0].replica_at.remote(self.t)], self.t, [0])[0]
+
+    def driver_state(self) -> tuple[int, np.ndarray, dict] | None:
+        """``(c, w_c, {})`` of the driver's snapshot (no worker is asked: they may be
+        unreachable); None before the first snapshot of an exact ``w``."""
+        c, kind, payload = self._snapshot
+        if kind != "set" or c > self.t:
+            return None
+        message = payload[0] if isinstance(payload[0], bytes) else ray.get(payload[0])
+        return c, self.exact.decode(message), {}
 
     def continuation(self) -> dict:
         """Nothing beyond ``w_t``: resuming replays round ``t`` from it."""

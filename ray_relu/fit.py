@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-import sys
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from . import checkpoint as ckpt_io
 from . import runtime
-from ._validation import check_choice, check_int
-from .coordinator import AllToAllCoordinator, MasterCoordinator, RoundRecord
+from ._validation import check_choice, check_float, check_int
+from .coordinator import AllToAllCoordinator, MasterCoordinator, RoundRecord, RoundTimeoutError
+from .monitoring import FitMetrics, progress_reporter
 from .result import FitResult, history_table
 from .settings import RunConfig, RunSettings, accepts_run_options, resolve, run_config
 
 ROUTES = ("relay", "p2p")
+DEFAULT_ROUND_TIMEOUT_S = 600.0
+_FIT_NUMBERS = itertools.count(1)
+
+
+@dataclass
+class _Watch:
+    """How a fit is watched and kept: the engine options that are not the algorithm."""
+
+    progress: bool
+    checkpoint: Any
+    checkpoint_every: int
+    round_timeout: float | None
+    metrics: bool
+    name: str
+    on_round: Callable | None
 
 
 @accepts_run_options
@@ -23,7 +40,8 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100,
         resume: str | os.PathLike | None = None, placement: str = "pack",
         cpus_per_worker: float | None = None, route: str = "relay",
-        address: str | None = None,
+        address: str | None = None, round_timeout: float | None = DEFAULT_ROUND_TIMEOUT_S,
+        metrics: bool = True, name: str | None = None, memory_check: bool = True,
         on_round: Callable[[RoundRecord, list], None] | None = None,
         **options: Any) -> FitResult:
     """Fit a model with distributed (quantized) SGD on Ray actors.
@@ -57,6 +75,19 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
         driver is the aggregator.
     address : Ray address used when Ray is not initialized yet (None: start a local
         Ray; ``"auto"``: join the running cluster).
+    round_timeout : seconds a round may wait for its workers (default 600; None: for
+        ever). A worker that died is restarted and its round replayed; one that is
+        alive but silent (a stalled link or node) for longer stops the fit with a
+        :class:`~ray_relu.coordinator.RoundTimeoutError` naming the workers and the
+        round, after writing ``checkpoint`` from what the driver holds (master: the
+        last round; all-to-all: its latest snapshot of ``w``), so ``resume`` continues
+        exactly. A shorter stall just delays the round: the history is unchanged.
+    metrics : export per-round metrics through ``ray.util.metrics`` (the dashboard,
+        Prometheus); see :mod:`ray_relu.monitoring`.
+    name : the fit's name in those metrics (default ``fit-<pid>-<n>``).
+    memory_check : before starting any actor, check that the largest shard fits in the
+        largest node's memory (:func:`ray_relu.runtime.check_memory`); a failure says
+        how much is needed and how many workers would fit.
     on_round : called after every round with the round's record and the list of
         worker actor handles (monitoring, custom logging, fault-injection tests).
 
@@ -71,6 +102,12 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
         raise ValueError("route='p2p' applies to mode='all-to-all' only (in master mode "
                          f"the driver aggregates every gradient); got mode={settings.mode!r}")
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
+    if round_timeout is not None:
+        round_timeout = check_float("round_timeout", round_timeout, strictly_positive=True)
+    watch = _Watch(progress=progress, checkpoint=checkpoint,
+                   checkpoint_every=checkpoint_every, round_timeout=round_timeout,
+                   metrics=bool(metrics), name=name or f"fit-{os.getpid()}-{next(_FIT_NUMBERS)}",
+                   on_round=on_round)
     state = None
     if resume is not None:
         state = ckpt_io.load(resume)
@@ -80,25 +117,23 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
                            state.replica_divergence, state.history, state.restarts)
     runtime.ensure_ray(address)
     K = settings.workers
+    if memory_check:
+        runtime.check_memory(settings.source, settings.plan, K)
     actors = runtime.spawn_workers(
         settings.source, K, settings.plan, num_cpus=runtime.worker_cpus(K, cpus_per_worker),
         placement=placement, peer_to_peer=settings.mode == "all-to-all" and route == "p2p")
     try:
-        return _run(settings, actors, state, progress, checkpoint, checkpoint_every,
-                    on_round)
+        return _run(settings, actors, state, watch)
     finally:
         runtime.stop_workers(actors)
 
 
 def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
-         progress: bool, checkpoint: Any, checkpoint_every: int,
-         on_round: Callable | None) -> FitResult:
-    if settings.mode == "master":
-        coord = MasterCoordinator(actors, settings.plan, settings.step_size,
-                                  settings.w_star)
-    else:
-        coord = AllToAllCoordinator(actors, settings.plan, settings.step_size,
-                                    settings.w_star, last_round=settings.iterations)
+         watch: "_Watch") -> FitResult:
+    coordinator = MasterCoordinator if settings.mode == "master" else AllToAllCoordinator
+    extra = {} if settings.mode == "master" else {"last_round": settings.iterations}
+    coord = coordinator(actors, settings.plan, settings.step_size, settings.w_star,
+                        round_timeout=watch.round_timeout, **extra)
     if state is None:
         rows = [coord.start(0, settings.start_point())]
         t = 0
@@ -106,8 +141,11 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
         t = state.iteration
         rows = state.history.to_pylist()
         coord.restarts = state.restarts
-        coord.resume(t, state.w, {"next_w": state.next_w, "next_bytes": state.next_bytes})
-    bar = _progress_bar(progress, settings.iterations, t)
+        coord.resume(t, state.w, {"next_w": state.next_w, "next_bytes": state.next_bytes,
+                                  "data_init": settings.start_point() is None})
+    progress = progress_reporter(watch.progress, settings.iterations, t,
+                                 settings.stopping_rule)
+    metrics = FitMetrics(watch.name, settings.mode) if watch.metrics else None
     try:
         while True:
             last = rows[-1]
@@ -115,51 +153,56 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
                 break
             t += 1
             rows.append(coord.next_round(t))
-            if on_round is not None:
-                on_round(rows[-1], actors)
-            if bar is not None:
-                bar.update(1)
-                # refresh=False: the bar redraws on its own clock; forcing a redraw
-                # every round would cost ~50 us, some 5 % of a small round.
-                bar.set_postfix({settings.stopping_rule:
-                                 f"{getattr(rows[-1], settings.stopping_rule):.3g}"},
-                                refresh=False)
-            if checkpoint is not None and t % checkpoint_every == 0:
-                _save(checkpoint, settings, coord, t, rows, False, None)
+            if watch.on_round is not None:
+                watch.on_round(rows[-1], actors)
+            if progress is not None:
+                progress.update(t, getattr(rows[-1], settings.stopping_rule))
+            if metrics is not None:
+                metrics.record(rows[-1])
+            if watch.checkpoint is not None and t % watch.checkpoint_every == 0:
+                _save(watch.checkpoint, settings, (t, coord.current_w(), coord.continuation()),
+                      rows, False, None, coord.restarts)
+        converged = settings.met_tol(rows[-1])
+        w = coord.current_w()
+        divergence = coord.replica_divergence()
+    except RoundTimeoutError as exc:
+        raise _timed_out(exc, settings, coord, rows, watch.checkpoint) from None
     finally:
-        if bar is not None:
-            bar.close()
-    converged = settings.met_tol(rows[-1])
-    w = coord.current_w()
-    divergence = coord.replica_divergence()
-    if checkpoint is not None:
-        _save(checkpoint, settings, coord, t, rows, converged, divergence)
+        if progress is not None:
+            progress.close()
+        if metrics is not None:
+            metrics.close()
+    if watch.checkpoint is not None:
+        _save(watch.checkpoint, settings, (t, w, coord.continuation()), rows, converged,
+              divergence, coord.restarts)
     return _result(settings, w, t, converged, divergence, history_table(rows), coord.restarts)
 
 
-def _save(path, settings, coord, t, rows, converged, divergence) -> None:
-    extra = coord.continuation()
+def _timed_out(exc: RoundTimeoutError, settings: RunSettings, coord: Any, rows: list,
+               checkpoint: Any) -> RoundTimeoutError:
+    """The error to raise after a round timed out, with the checkpoint written from
+    what the driver holds (it cannot ask the workers) and said where."""
+    where = " (no checkpoint: none was asked for)"
+    if checkpoint is not None:
+        state = coord.driver_state()
+        if state is None:
+            where = " (no checkpoint written: the driver holds no exact w yet)"
+        else:
+            _save(checkpoint, settings, state, rows, False, None, coord.restarts)
+            where = f"; checkpoint of round {state[0]} written to {checkpoint}"
+    error = RoundTimeoutError(exc.round, exc.workers, exc.timeout)
+    error.args = (str(exc) + where,)
+    return error
+
+
+def _save(path, settings, state, rows, converged, divergence, restarts) -> None:
+    """Checkpoint round ``t`` of ``state = (t, w_t, continuation)`` with rows ``0..t``."""
+    t, w, extra = state
     ckpt_io.save(path, ckpt_io.Checkpoint(
-        iteration=t, w=coord.current_w(), history=history_table(rows),
+        iteration=t, w=w, history=history_table(rows[:t + 1]),
         fingerprint=settings.fingerprint(), converged=bool(converged),
         next_w=extra.get("next_w"), next_bytes=extra.get("next_bytes", 0),
-        replica_divergence=divergence or 0.0, restarts=coord.restarts))
-
-
-def _progress_bar(progress: bool, total: int, initial: int):
-    # A terminal gets a text bar, a Jupyter kernel a widget; logs and pipes get nothing.
-    in_notebook = "ipykernel" in sys.modules
-    if not progress or not (sys.stderr.isatty() or in_notebook):
-        return None
-    from tqdm import tqdm
-    if in_notebook:
-        try:  # the widget needs ipywidgets; without it the text bar works in a notebook too
-            import ipywidgets  # noqa: F401
-            from tqdm.notebook import tqdm
-        except ImportError:
-            pass
-    return tqdm(total=total, initial=initial, desc="ray_relu fit", unit="it",
-                leave=False, file=sys.stderr)
+        replica_divergence=divergence or 0.0, restarts=restarts))
 
 
 def _result(settings: RunSettings, w, t, converged, divergence, history,

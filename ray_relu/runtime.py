@@ -14,7 +14,7 @@ import ray
 
 from .data import DataSource
 from .settings import WorkerPlan
-from .worker import ShardWorker
+from .worker import KEPT_REPLICAS, ShardWorker
 
 PLACEMENTS = ("pack", "spread")
 
@@ -53,6 +53,40 @@ def worker_cpus(K: int, requested: float | None) -> float:
     if requested is not None:
         return float(requested)
     return min(1.0, ray.cluster_resources().get("CPU", 1.0) / K)
+
+
+class ShardTooLargeError(ValueError):
+    """A worker's shard cannot fit in any node's memory; raised before actors start."""
+
+
+def shard_bytes(n: int, d: int, K: int, num_params: int) -> int:
+    """Memory one worker needs at most: its shard's rows ``X`` and ``y`` in float64, its
+    kept replicas of ``w`` and a few working vectors (gradient, messages, decodes)."""
+    rows = -(-n // K)          # shard sizes differ by at most one (shard_bounds)
+    return 8 * (rows * (d + 1) + num_params * (KEPT_REPLICAS + 6))
+
+
+def check_memory(source: DataSource, plan: WorkerPlan, K: int) -> None:
+    """Raise :class:`ShardTooLargeError` if the largest shard cannot fit in the memory
+    Ray grants tasks on the largest node (its ``memory`` resource), with the numbers;
+    a fit would otherwise start and be killed mid-run by the out-of-memory monitor.
+
+    On an autoscaling cluster only the nodes already up are known: a node type larger
+    than all of them is not taken into account (pass ``memory_check=False`` to fit).
+    """
+    params = plan.model.num_params(source.d)
+    need = shard_bytes(source.n, source.d, K, params)
+    nodes = [node["Resources"].get("memory", 0.0) for node in ray.nodes() if node["Alive"]]
+    largest = max(nodes, default=0.0)
+    if largest and need > largest:
+        rows_that_fit = int((largest / 8 - params * (KEPT_REPLICAS + 6)) // (source.d + 1))
+        advice = (f"use workers >= {-(-source.n // rows_that_fit)}" if rows_that_fit > 0
+                  else "use bigger nodes")
+        raise ShardTooLargeError(
+            f"a shard of {source.n} rows x d={source.d} split {K} ways needs "
+            f"{need / 2**30:.2f} GiB per worker (rows x (d + 1) x 8 bytes, plus replicas "
+            f"of w), but the largest node grants tasks {largest / 2**30:.2f} GiB; "
+            f"{advice}, or pass memory_check=False if larger nodes will join")
 
 
 def spawn_workers(source: DataSource, K: int, plan: WorkerPlan, *, num_cpus: float,
