@@ -92,7 +92,8 @@ class FitResult:
         h = self.history.slice(1)
         if h.num_rows == 0:
             return 0.0
-        moved = sum(np.asarray(h.column(c)).sum() for c in ("bytes_up", "bytes_down", "bytes_peer"))
+        moved = sum(np.asarray(h.column(c)).sum()
+                    for c in ("bytes_up", "bytes_down", "bytes_peer"))
         return float(moved / h.num_rows)
 
     def total_bytes(self) -> int:

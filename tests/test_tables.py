@@ -90,4 +90,5 @@ def test_summary_names_the_startup_exchange():
     assert header.index("startup_bytes") + 1 == header.index("bytes_per_iteration")
     # No iteration ran: nothing per iteration, everything at start-up.
     s0 = _result([(100, 50, 0)]).summary()
-    assert (s0["startup_bytes"], s0["bytes_per_iteration"], s0["total_bytes"]) == (150, 0.0, 150)
+    assert (s0["startup_bytes"], s0["bytes_per_iteration"], s0["total_bytes"]) == \
+        (150, 0.0, 150)
