@@ -23,9 +23,9 @@ Every file given is checked and every problem reported, one line each
 ``YOUR_...`` words), and setup commands that leave ``RAY_AUTH_MODE=token`` out of the
 nodes' shell profile (``ray status`` in ``ray attach`` then fails).
 
-The other actions (``up``, ``down``, ``status``, ``shape``, ``submit``, ``exec``,
-``ssh``, ``env``) run ``cluster/emulate.sh`` of the source checkout: the emulated
-multi-node cluster (see ``cluster/README.md`` and :mod:`ray_relu.emulated`).
+The other actions (``up``, ``down``, ``status``, ``shape``, ``submit``, ``logs``,
+``fetch``, ``exec``, ``ssh``, ``env``) run ``cluster/emulate.sh`` of the source checkout:
+the emulated multi-node cluster (see ``cluster/README.md`` and :mod:`ray_relu.emulated`).
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-EMULATE_ACTIONS = ("up", "down", "status", "shape", "submit", "exec", "ssh", "env")
+EMULATE_ACTIONS = ("up", "down", "status", "shape", "submit", "logs", "fetch", "exec", "ssh",
+                   "env")
 WORLD = ("0.0.0.0/0", "::/0")
 DEFAULT_TOKEN_PATH = "~/.ray/auth_token"
 USAGE = ("usage: ray-relu cluster check FILE [FILE ...]\n"
-         "       ray-relu cluster {up,down,status,shape,submit,exec,ssh,env} [ARGS ...]"
-         "   (the emulated cluster: cluster/emulate.sh --help)")
+         "       ray-relu cluster {up,down,status,shape,submit,logs,fetch,exec,ssh,env} "
+         "[ARGS ...]\n"
+         "       (the emulated cluster; `ray-relu cluster ACTION --help` says more)")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
@@ -444,6 +446,19 @@ def emulate_script() -> Path:
     return script
 
 
+def run_emulate(argv: list[str]) -> int:
+    """Run ``emulate.sh``; its hints name ``ray-relu cluster``, and Ctrl-C is its to
+    handle: the script gets the same SIGINT, says "interrupted", tears down and exits
+    130, so this process waits for that instead of leaving with a traceback."""
+    env = dict(os.environ, RAY_RELU_EMU_CMD="ray-relu cluster")
+    proc = subprocess.Popen(argv, env=env)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``ray-relu cluster ACTION ...``; returns the exit code (2: bad file or usage)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -453,6 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     action, rest = args[0], args[1:]
     try:
         if action == "check":
+            if rest in (["-h"], ["--help"]):
+                print(USAGE)
+                return 0
             if not rest or any(a.startswith("-") for a in rest):
                 raise ClusterConfigError("cluster check needs one or more YAML files: "
                                          "ray-relu cluster check cluster/aws.yaml")
@@ -473,11 +491,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "the check\n")
             return 2 if failed else 0
         if action in EMULATE_ACTIONS:
-            if action == "submit" and "--" not in rest:
+            if action == "submit" and "--" not in rest and rest[:1] not in (["-h"], ["--help"]):
                 # argparse drops a leading "--": without it `ray job submit` would
                 # take the entrypoint's options (e.g. fit's --d) for its own.
                 rest = ["--", *rest]
-            return subprocess.call(["bash", str(emulate_script()), action, *rest])
+            return run_emulate(["bash", str(emulate_script()), action, *rest])
         raise ClusterConfigError(f"unknown cluster action {action!r}; expected check or "
                                  f"one of {', '.join(EMULATE_ACTIONS)}")
     except ClusterConfigError as exc:

@@ -10,6 +10,7 @@ import numpy as np
 import ray
 
 from . import checkpoint as ckpt_io
+from .client_auth import check_client_auth
 from ._validation import check_choice, check_int
 from .coordinator import AllToAllCoordinator, MasterCoordinator, RoundRecord
 from .result import FitResult, history_table
@@ -69,8 +70,11 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
         pays only where the driver's link is the bottleneck (many workers). Messages
         over 100 KiB go worker to worker either way. Master mode always relays: the
         driver is the aggregator.
-    address : Ray address used when Ray is not initialized yet (None: start a local
-        Ray; ``"auto"``: join the running cluster).
+    address : Ray address used when Ray is not initialized yet (None: ``RAY_ADDRESS``
+        or else start a local Ray; ``"auto"``: join the running cluster;
+        ``"ray://HEAD:10001"``: Ray Client). A Ray Client cluster with token auth needs
+        ``RAY_AUTH_MODE=token`` and its token (``RAY_AUTH_TOKEN_PATH``); without them
+        :class:`ray_relu.client_auth.ClusterAuthError` says so at once.
     on_round : called after every round with the round's record and the list of
         worker actor handles (monitoring, custom logging, fault-injection tests).
 
@@ -112,6 +116,9 @@ def fit(problem: Any, *, codec: Any = "fp32", codec_options: dict | None = None,
 
 def _ensure_ray(address: str | None) -> None:
     if not ray.is_initialized():
+        # A ray:// cluster that wants a token we do not send: one line now, not Ray
+        # Client's 30 s timeout that blames the port.
+        check_client_auth(address)
         ray.init(address=address, include_dashboard=False if address is None else None,
                  configure_logging=False, log_to_driver=True)
 

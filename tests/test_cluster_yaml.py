@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import socket
 import string
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -411,7 +412,7 @@ def test_emulated_cluster_actions_run_emulate_sh(monkeypatch):
     "--" argparse drops before a submit's entrypoint is put back."""
     from ray_relu import cluster_check
     calls = []
-    monkeypatch.setattr(cluster_check.subprocess, "call", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(cluster_check, "run_emulate", lambda argv: calls.append(argv) or 0)
     assert cli.main(["cluster", "up", "--nodes", "4", "--rate", "10mbit"]) == 0
     assert cli.main(["cluster", "submit", "--", "ray-relu", "fit", "--d", "30"]) == 0
     assert cli.main(["cluster", "submit", "--working-dir", ".", "--", "python", "x.py"]) == 0
@@ -430,3 +431,65 @@ def test_emulated_cluster_rejects_bad_arguments(kwargs, message):
     from ray_relu.emulated import EmulatedCluster
     with pytest.raises(ValueError, match=message):
         EmulatedCluster(**kwargs)
+
+
+# --- the emulated cluster's command line without a cluster (issue 16, items 7, 10) -----------
+FREE_ID = 247      # no cluster is brought up: nothing with this id may exist
+
+
+def ray_relu_cluster(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """`ray-relu cluster ARGS` in a fresh process, as a user runs it, with cluster id
+    FREE_ID and a state directory that must stay absent."""
+    import os
+    import sys
+    script = Path(sys.executable).with_name("ray-relu")
+    env = dict(os.environ, RAY_RELU_EMU_ID=str(FREE_ID), RAY_RELU_EMU_DIR=str(tmp_path / "emu"))
+    done = subprocess.run([str(script), "cluster", *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert not (tmp_path / "emu").exists()
+    assert str(ROOT) not in done.stdout + done.stderr      # hints name `ray-relu cluster`
+    return done
+
+
+@pytest.fixture
+def free_id():
+    if Path(f"/sys/class/net/rrbr{FREE_ID}").exists() or \
+            list(Path("/run/netns").glob(f"rr{FREE_ID}n*")):
+        pytest.skip(f"an emulated cluster {FREE_ID} exists on this machine")
+
+
+@pytest.mark.parametrize("action", ["up", "down", "status", "shape", "submit", "logs", "fetch",
+                                    "exec", "ssh", "env"])
+def test_every_action_has_help(tmp_path, free_id, action):
+    done = ray_relu_cluster(tmp_path, action, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "ray-relu cluster up [--nodes N]" in done.stdout
+    assert "ray-relu cluster logs ID" in done.stdout and "unknown option" not in done.stderr
+
+
+def test_hints_name_the_command_the_user_ran(tmp_path, free_id):
+    done = ray_relu_cluster(tmp_path, "submit", "--", "true")
+    assert done.returncode == 1
+    assert f"cluster {FREE_ID} is not up: run 'RAY_RELU_EMU_ID={FREE_ID} ray-relu cluster up' " \
+        "first" in done.stderr
+    done = ray_relu_cluster(tmp_path, "up", "--bogus")
+    assert done.returncode == 1
+    assert f"unknown option for up: --bogus (see 'RAY_RELU_EMU_ID={FREE_ID} ray-relu cluster " \
+        "up --help')" in done.stderr
+
+
+def test_down_with_nothing_up_removes_nothing(tmp_path, free_id):
+    done = ray_relu_cluster(tmp_path, "down")
+    assert done.returncode == 0
+    assert done.stderr.strip() == f"[emulate] cluster {FREE_ID} is not up: nothing to take down"
+
+
+def test_down_removes_the_logs_of_a_failed_up(tmp_path, free_id):
+    """A failed `up` keeps its logs in /tmp/ray_relu_emu_failed_<id> until the next `up`
+    or `down` of that id (they used to stay for ever)."""
+    kept = Path(f"/tmp/ray_relu_emu_failed_{FREE_ID}")
+    kept.mkdir(exist_ok=True)
+    (kept / "ray_up.log").write_text("a failed ray up\n")
+    done = ray_relu_cluster(tmp_path, "down")
+    assert done.returncode == 0 and not kept.exists()
+    assert f"removed the logs of an earlier failed up ({kept})" in done.stderr

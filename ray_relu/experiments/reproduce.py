@@ -44,7 +44,10 @@ def _select(only: Sequence[str] | None) -> list[str]:
 
 def _ensure_ray(address: str | None) -> None:
     import ray
+
+    from ..client_auth import check_client_auth
     if not ray.is_initialized():
+        check_client_auth(address)     # a missing Ray Client token: one line, no timeout
         ray.init(address=address, include_dashboard=False if address is None else None,
                  configure_logging=False, log_to_driver=False)
 
