@@ -692,7 +692,11 @@ case "${1:-}" in
     ssh) shift; require_up; [ $# -ge 1 ] || die "usage: $EMU_CMD ssh INDEX [CMD...]"
         i=$1; shift; ssh_node "$i" "$@" ;;
     env) require_up; client_env
-        env | grep -E '^(HOME|TMPDIR|RAY_[A-Za-z_0-9]*)=' | sort | sed 's/^/export /' ;;
+        # Quoted for `eval "$(... env)"`; RAY_RELU_EMU_CMD is this script's, not a client's.
+        for v in $(compgen -e | grep -E '^(HOME|TMPDIR|RAY_[A-Za-z_0-9]*)$' \
+                   | grep -v '^RAY_RELU_EMU_CMD$' | sort); do
+            printf 'export %s=%q\n' "$v" "${!v}"
+        done ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

@@ -205,7 +205,7 @@ class EmulatedCluster:
         env = dict(os.environ)
         for line in out.splitlines():
             key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = value
+            env[key] = shlex.split(value)[0] if value else ""    # printf %q quoting
         return env
 
     # --- jobs ------------------------------------------------------------------------
