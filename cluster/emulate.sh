@@ -301,16 +301,13 @@ start_host() { # start_host INDEX
     disown  # `down` ends it, maybe from this very shell: no job-status noise then
 }
 
-ssh_opts() {
-    echo "-i $EMU_DIR/client/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes" \
-        "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR" \
-        "-o ConnectTimeout=5"
-}
+SSH_OPTS=(-i "$EMU_DIR/client/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes
+          -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+          -o ConnectTimeout=5)
 
 ssh_node() { # ssh_node INDEX CMD...
     local i=$1; shift
-    # shellcheck disable=SC2046
-    ssh $(ssh_opts) "root@$(node_ip "$i")" "$@"
+    ssh "${SSH_OPTS[@]}" "root@$(node_ip "$i")" "$@"
 }
 
 wait_ssh() {
@@ -656,8 +653,8 @@ anything_up() { # any trace of cluster $ID on this machine
 cmd_fetch() { # copy PATH from the head (relative: to its home) to DEST
     [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: $EMU_CMD fetch PATH [DEST]  (PATH on the head; relative to its home)"
     local src=$1 dest=${2:-.}
-    # shellcheck disable=SC2046
-    rsync -a -e "ssh $(ssh_opts)" "root@$(head_ip):$src" "$dest" \
+    # rsync -e takes one string; single quotes keep each option whole.
+    rsync -a -e "ssh $(printf "'%s' " "${SSH_OPTS[@]}")" "root@$(head_ip):$src" "$dest" \
         || die "could not fetch $src from $(node_name 0) ($(head_ip))"
     log "fetched $(node_name 0):$src to $dest"
 }
