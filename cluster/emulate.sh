@@ -10,10 +10,18 @@
 #   cluster/emulate.sh shape --rate R [--delay D]   reshape the links of a running cluster
 #   cluster/emulate.sh submit [ray job submit options] -- ENTRYPOINT...
 #                                  ray job submit to the head (token auth set up)
+#   cluster/emulate.sh logs ID [--follow]   a job's output (`ray job logs` with the
+#                                  cluster's address and token)
+#   cluster/emulate.sh fetch PATH [DEST]    copy a file from the head (PATH relative to
+#                                  its home, e.g. a job's --out) to DEST (default .)
 #   cluster/emulate.sh exec -- CMD...   run a client command with the cluster's
-#                                  addresses and auth token in its environment
-#   cluster/emulate.sh ssh I CMD...     run CMD on emulated host I (0 = head)
+#                                  addresses and auth token in its environment,
+#                                  e.g. exec -- ray job status ID
+#   cluster/emulate.sh ssh I CMD...     run CMD on emulated host I (0 = head); a login
+#                                  shell there has Ray and token auth:
+#                                  ssh 0 "bash -lc 'ray status'"
 #   cluster/emulate.sh env         print the client environment as `export` lines
+#   cluster/emulate.sh ACTION --help    this text
 #
 # Each emulated host i is
 #   - a network namespace rr<ID>n<i> with one veth on a private bridge rrbr<ID>
@@ -34,7 +42,9 @@
 # egress (one-way latency D between any two hosts) when the kernel has sch_netem;
 # otherwise tbf at RATE and no added latency (`status` and cluster.json say which).
 #
-# Teardown is idempotent and also runs when `up` fails or is interrupted.
+# Teardown is idempotent and also runs when `up` fails or is interrupted (Ctrl-C: says
+# "interrupted", exits 130, keeps nothing; a failure keeps the logs in
+# /tmp/ray_relu_emu_failed_<ID> until the next `up` or `down` of that ID).
 # Settings (environment; `up` options win): RAY_RELU_EMU_ID (0; clusters with
 # different IDs can run side by side), RAY_RELU_EMU_NODES (3), RAY_RELU_EMU_RATE
 # (100mbit), RAY_RELU_EMU_DELAY (1ms), RAY_RELU_EMU_CPUS (2 per host),
@@ -48,6 +58,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 
 log() { echo "[emulate] $*" >&2; }
+# How the user runs this script, for hints: `ray-relu cluster` sets RAY_RELU_EMU_CMD.
+EMU_CMD="${RAY_RELU_EMU_CMD:-$0}"
+[ "${RAY_RELU_EMU_ID:-0}" != 0 ] && EMU_CMD="RAY_RELU_EMU_ID=$RAY_RELU_EMU_ID $EMU_CMD"
 die() { log "ERROR: $*"; exit 1; }
 now() { date +%s.%N; }
 since() { awk "BEGIN{printf \"%.1f\", $(now)-$1}"; }
@@ -56,6 +69,10 @@ ID="${RAY_RELU_EMU_ID:-0}"
 [[ "$ID" =~ ^[0-9]{1,3}$ && "$ID" -le 250 ]] || die "RAY_RELU_EMU_ID must be 0..250, got '$ID'"
 EMU_DIR="${RAY_RELU_EMU_DIR:-/run/ray_relu_emu/$ID}"
 STATE="$EMU_DIR/cluster.env"
+FAILED_LOGS="/tmp/ray_relu_emu_failed_$ID"
+# A delay is applied where the kernel can (netem) either way; the warning that it cannot
+# be is for a delay somebody asked for (--delay or RAY_RELU_EMU_DELAY), not the default.
+DELAY_ASKED=0
 
 # The settings `up` used are saved in $STATE, so every later command sees the same.
 if [ -f "$STATE" ]; then
@@ -66,6 +83,7 @@ else
     SUBNET="${RAY_RELU_EMU_SUBNET:-10.213.$ID}"
     RATE="${RAY_RELU_EMU_RATE:-100mbit}"
     DELAY="${RAY_RELU_EMU_DELAY:-1ms}"
+    [ -n "${RAY_RELU_EMU_DELAY:-}" ] && DELAY_ASKED=1
     NUM_CPUS="${RAY_RELU_EMU_CPUS:-2}"
     HEAD_CPUS="${RAY_RELU_EMU_HEAD_CPUS:-}"   # empty: as many as the other hosts
     OBJECT_STORE_BYTES="${RAY_RELU_EMU_OBJECT_STORE:-300000000}"
@@ -175,7 +193,7 @@ apply_shaping() {
         shaping=$(shape_dev "$(node_ns "$i")" eth0 "$DELAY")
     done
     echo "$shaping" > "$EMU_DIR/shaping"
-    case "$shaping" in tbf*) [ "$DELAY" != 0 ] && \
+    case "$shaping" in tbf*) [ "$DELAY" != 0 ] && [ "$DELAY_ASKED" -eq 1 ] && \
         log "WARNING: delay $DELAY requested but this kernel has no sch_netem: rate only" ;; esac
     log "links: $shaping"
 }
@@ -233,6 +251,11 @@ write_host_files() {
 export PATH="$VENV_BIN:\$PATH"
 export RAY_USAGE_STATS_ENABLED=0
 EOF
+        # As Ubuntu's /etc/skel/.profile: login shells read ~/.bashrc too. The setup
+        # commands of the rendered YAML add token auth to both (as on EC2).
+        cat > "$d/home/.profile" <<'EOF'
+if [ -n "$BASH_VERSION" ] && [ -f "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi
+EOF
         cat > "$d/sshd_config" <<EOF
 ListenAddress $(node_ip "$i")
 Port 22
@@ -278,11 +301,13 @@ start_host() { # start_host INDEX
     disown  # `down` ends it, maybe from this very shell: no job-status noise then
 }
 
+SSH_OPTS=(-i "$EMU_DIR/client/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes
+          -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+          -o ConnectTimeout=5)
+
 ssh_node() { # ssh_node INDEX CMD...
     local i=$1; shift
-    ssh -i "$EMU_DIR/client/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
-        -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
-        -o ConnectTimeout=5 "root@$(node_ip "$i")" "$@"
+    ssh "${SSH_OPTS[@]}" "root@$(node_ip "$i")" "$@"
 }
 
 wait_ssh() {
@@ -312,21 +337,39 @@ EOF
     log "rendered $EMU_DIR/local.yaml (head $(head_ip), workers ${workers:-none})"
 }
 
+# The long Python steps of `up` (pip wheel, ray up) run in a session of their own, in
+# the background, and this script waits for them: Ctrl-C (SIGINT to the terminal's
+# foreground process group) then reaches this script only, whose trap stops the child,
+# says "interrupted" and tears down, instead of the child printing a traceback and the
+# script taking that for a failure.
+CHILD=""
+INTERRUPTED=0
+run_child() { # run_child LOG FUNCTION: FUNCTION (ending in `exec setsid ...`) in a subshell
+    local log=$1 rc=0; shift
+    ( "$@" ) > "$log" 2>&1 < /dev/null &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return "$rc"
+}
+
+wheel_cmd() { exec setsid "$PY" -m pip wheel --quiet --no-deps -w "$EMU_DIR/wheelhouse" "$REPO"; }
+
 build_wheel() {
     # The project's wheel, built once on the client from this checkout: the emulated
     # hosts install exactly that (they have no route to a package index).
     install -d "$EMU_DIR/wheelhouse"
-    "$PY" -m pip wheel --quiet --no-deps -w "$EMU_DIR/wheelhouse" "$REPO" \
-        > "$EMU_DIR/wheel.log" 2>&1 \
+    run_child "$EMU_DIR/wheel.log" wheel_cmd \
         || { tail -20 "$EMU_DIR/wheel.log" >&2; die "could not build the ray_relu wheel from $REPO"; }
     log "wheel: $(cd "$EMU_DIR/wheelhouse" && ls)"
 }
 
 # --- ray up / direct ray start -----------------------------------------------------
+ray_up_cmd() { client_env; cd "$REPO"; exec setsid ray up -y --no-config-cache "$EMU_DIR/local.yaml"; }
+
 ray_up() {
     local t0=$1
-    (client_env; cd "$REPO"; ray up -y --no-config-cache "$EMU_DIR/local.yaml") \
-        > "$EMU_DIR/ray_up.log" 2>&1 \
+    run_child "$EMU_DIR/ray_up.log" ray_up_cmd \
         || { tail -40 "$EMU_DIR/ray_up.log" >&2; die "ray up failed (log: $EMU_DIR/ray_up.log)"; }
     HEAD_S=$(since "$t0")
     log "ray up returned (head up) in $HEAD_S s"
@@ -361,6 +404,8 @@ direct_start() { # ray start in each host over SSH, without ray up (debugging th
     env="export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=\$HOME/.ray/auth_token RAY_USAGE_STATS_ENABLED=0 PYTHONPATH=\$HOME/site;"
     for ((i = 0; i < NODES; i++)); do
         ssh_node "$i" "source ~/.bashrc; mkdir -p ~/.ray ~/site && cp $EMU_DIR/client/auth_token ~/.ray/auth_token && python -m pip install -q --no-deps --no-index --target ~/site $EMU_DIR/wheelhouse/ray_relu-*.whl"
+        # Token auth in the host's shells, as the rendered YAML's setup commands do.
+        ssh_node "$i" "for f in ~/.profile ~/.bashrc; do echo 'export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=\$HOME/.ray/auth_token  # ray_relu env' >> \$f; done"
     done
     ssh_node 0 "source ~/.bashrc; $env ray start --head --port=$GCS_PORT --node-ip-address=$(head_ip) --dashboard-host=0.0.0.0 --num-cpus=$HEAD_CPUS --object-store-memory=$OBJECT_STORE_BYTES" >/dev/null
     HEAD_S=$(since "$t0")
@@ -386,7 +431,7 @@ EOF
 # --- commands ----------------------------------------------------------------------
 UP_DONE=0
 keep_logs() { # the logs of a failed `up`, kept after teardown for a look
-    local dest="/tmp/ray_relu_emu_failed_$ID" f
+    local dest="$FAILED_LOGS" f
     rm -rf "$dest"; install -d -m 0700 "$dest"
     for f in ray_up.log wheel.log local.yaml; do
         [ -f "$EMU_DIR/$f" ] && cp "$EMU_DIR/$f" "$dest/"
@@ -394,17 +439,31 @@ keep_logs() { # the logs of a failed `up`, kept after teardown for a look
     for f in "$EMU_DIR"/nodes/*/init.log "$EMU_DIR"/nodes/*/tmp/ray/session_2*/logs/monitor.*; do
         [ -f "$f" ] && cp "$f" "$dest/$(echo "${f#"$EMU_DIR"/nodes/}" | cut -d/ -f1)-$(basename "$f")"
     done
-    log "logs of the failed up kept in $dest"
+    log "logs of the failed up kept in $dest until the next '$EMU_CMD up' or '$EMU_CMD down'"
+}
+
+on_interrupt() {
+    INTERRUPTED=1
+    if [ -n "$CHILD" ]; then
+        kill -TERM -- "-$CHILD" 2>/dev/null || kill -TERM "$CHILD" 2>/dev/null || true
+    fi
+    exit 130
 }
 
 on_up_exit() {
     local rc=$?
-    if [ "$UP_DONE" -ne 1 ]; then
-        log "up failed or was interrupted (exit $rc): tearing down"
-        keep_logs || true
+    [ "$UP_DONE" -eq 1 ] && return 0
+    trap - EXIT
+    trap 'log "teardown interrupted: run '"'$EMU_CMD down'"' to finish it"; exit 130' INT TERM
+    if [ "$INTERRUPTED" -eq 1 ]; then
+        log "interrupted: tearing cluster $ID down (nothing is kept)"
         cmd_down || true
-        exit $(( rc == 0 ? 1 : rc ))
+        exit 130
     fi
+    log "up failed (exit $rc): tearing down"
+    keep_logs || true
+    cmd_down || true
+    exit $(( rc == 0 ? 1 : rc ))
 }
 
 cmd_up() {
@@ -413,22 +472,23 @@ cmd_up() {
         case "$1" in
             --nodes) NODES=$2; shift 2 ;;
             --rate) RATE=$2; shift 2 ;;
-            --delay) DELAY=$2; shift 2 ;;
+            --delay) DELAY=$2; DELAY_ASKED=1; shift 2 ;;
             --cpus) NUM_CPUS=$2; shift 2 ;;
             --head-cpus) HEAD_CPUS=$2; shift 2 ;;
             --direct) LAUNCHER="ray start over ssh (--direct)"; shift ;;
-            *) die "unknown option for up: $1 (see $0 --help)" ;;
+            *) die "unknown option for up: $1 (see '$EMU_CMD up --help')" ;;
         esac
     done
     HEAD_CPUS=${HEAD_CPUS:-$NUM_CPUS}
-    [ -e "$EMU_DIR" ] && die "cluster $ID is already up (or left over in $EMU_DIR): run '$0 down' first"
+    [ -e "$EMU_DIR" ] && die "cluster $ID is already up (or left over in $EMU_DIR): run '$EMU_CMD down' first"
     check_settings
     require_root
     if ip link show "$BRIDGE" >/dev/null 2>&1; then
-        die "bridge $BRIDGE exists (left over?): run '$0 down' first"
+        die "bridge $BRIDGE exists (left over?): run '$EMU_CMD down' first"
     fi
     trap on_up_exit EXIT
-    trap 'exit 130' INT TERM
+    trap on_interrupt INT TERM
+    rm -rf "$FAILED_LOGS"      # an earlier failed up's logs: this up replaces them
     local t0; t0=$(now)
     save_state
     write_host_files
@@ -449,15 +509,17 @@ cmd_up() {
     trap - EXIT INT TERM
     log "cluster $ID up in $TOTAL_S s: jobs and dashboard at http://$(head_ip):$DASHBOARD_PORT (token auth on)"
     local k=$NODES; [ "$HEAD_CPUS" -eq 0 ] && k=$((NODES - 1))
-    log "  e.g. $0 submit -- ray-relu fit --workers $k --placement spread --address auto"
+    log "  e.g. $EMU_CMD submit -- ray-relu fit --workers $k --placement spread --address auto"
 }
 
+HOSTS_REMOVED=0
 stop_hosts() {
     local i
     for ((i = 0; i < 64; i++)); do
         local name ns d
         name=$(node_name "$i"); ns=$(node_ns "$i"); d="$EMU_DIR/nodes/$name"
         [ -d "$d" ] || [ -e "/run/netns/$ns" ] || continue
+        HOSTS_REMOVED=$((HOSTS_REMOVED + 1))
         if [ -f "$d/unshare.pid" ]; then
             local pid; pid=$(cat "$d/unshare.pid")
             # Only our own process: an `unshare` whose command line names this host.
@@ -513,15 +575,22 @@ cmd_down() {
         [ -n "$left" ] && log "raylets still running on: $left (killed with their namespaces)"
     fi
     stop_hosts
-    ip link del "$BRIDGE" 2>/dev/null
+    local removed=()
+    [ "$HOSTS_REMOVED" -gt 0 ] && removed+=("$HOSTS_REMOVED hosts (namespaces, processes)")
+    ip link del "$BRIDGE" 2>/dev/null && removed+=("bridge $BRIDGE")
     # Ray's SSH ControlMaster sockets for this cluster (a fixed /tmp path in Ray).
     local ctl; ctl="/tmp/ray_ssh_$(printf %s "$(id -un)" | sha256sum | cut -c1-10)"
     rm -rf "$ctl/$(printf %s "$CLUSTER_NAME" | sha256sum | cut -c1-10)"
     rmdir "$ctl" 2>/dev/null
     # Nothing was mounted in this dir from the host's mount namespace: plain rm.
-    [ -d "$EMU_DIR" ] && rm -rf --one-file-system "$EMU_DIR"
+    [ -d "$EMU_DIR" ] && rm -rf --one-file-system "$EMU_DIR" && removed+=("$EMU_DIR")
     rmdir "$(dirname "$EMU_DIR")" 2>/dev/null
-    log "down in $(since "$t0") s: namespaces, bridge $BRIDGE and $EMU_DIR removed"
+    if [ "${#removed[@]}" -gt 0 ]; then
+        local what; what=$(printf '%s, ' "${removed[@]}")
+        log "down in $(since "$t0") s: removed ${what%, }"
+    else
+        log "cluster $ID: nothing was up, nothing removed"
+    fi
     set -e
     return 0
 }
@@ -555,8 +624,8 @@ cmd_shape() {
     while [ $# -gt 0 ]; do
         case "$1" in
             --rate) RATE=$2; shift 2 ;;
-            --delay) DELAY=$2; shift 2 ;;
-            *) die "unknown option for shape: $1" ;;
+            --delay) DELAY=$2; DELAY_ASKED=1; shift 2 ;;
+            *) die "unknown option for shape: $1 (see '$EMU_CMD shape --help')" ;;
         esac
     done
     check_rate "$RATE"; check_delay "$DELAY"
@@ -574,24 +643,57 @@ EOF
     fi
 }
 
-require_up() { [ -f "$EMU_DIR/cluster.json" ] || die "cluster $ID is not up: run '$0 up' first"; }
+require_up() { [ -f "$EMU_DIR/cluster.json" ] || die "cluster $ID is not up: run '$EMU_CMD up' first"; }
 
-usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+anything_up() { # any trace of cluster $ID on this machine
+    [ -e "$EMU_DIR" ] || ip link show "$BRIDGE" >/dev/null 2>&1 \
+        || compgen -G "/run/netns/rr${ID}n*" >/dev/null
 }
+
+cmd_fetch() { # copy PATH from the head (relative: to its home) to DEST
+    [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: $EMU_CMD fetch PATH [DEST]  (PATH on the head; relative to its home)"
+    local src=$1 dest=${2:-.}
+    # rsync -e takes one string; single quotes keep each option whole.
+    rsync -a -e "ssh $(printf "'%s' " "${SSH_OPTS[@]}")" "root@$(head_ip):$src" "$dest" \
+        || die "could not fetch $src from $(node_name 0) ($(head_ip))"
+    log "fetched $(node_name 0):$src to $dest"
+}
+
+usage() { # the header of this file, from its second line to "Each emulated host"
+    awk 'NR > 1 && /^# Each emulated host/ {exit} NR > 1 {print}' "${BASH_SOURCE[0]}" \
+        | sed 's/^# \{0,1\}//' \
+        | sed "s#cluster/emulate.sh#${RAY_RELU_EMU_CMD:-cluster/emulate.sh}#"
+}
+
+# `ACTION --help` (and -h) for every action: the usage, nothing done.
+case "${2:-}" in -h|--help) [ -n "${1:-}" ] && { usage; exit 0; } ;; esac
 
 case "${1:-}" in
     up) shift; cmd_up "$@" ;;
-    down) require_root; cmd_down ;;
+    down)
+        if [ -d "$FAILED_LOGS" ]; then
+            rm -rf "$FAILED_LOGS" && log "removed the logs of an earlier failed up ($FAILED_LOGS)"
+        fi
+        if ! anything_up; then log "cluster $ID is not up: nothing to take down"; exit 0; fi
+        require_root; cmd_down ;;
     status) shift; cmd_status "$@" ;;
     shape) shift; cmd_shape "$@" ;;
     submit) shift; require_up; client_env; cd "$REPO"
+        log "Ray's own hints below (ray job logs|status|stop ID) need this cluster's address" \
+            "and token: run them as '$EMU_CMD logs ID' or '$EMU_CMD exec -- ray job status ID'"
         exec ray job submit --address "$RAY_API_SERVER_ADDRESS" "$@" ;;
+    logs) shift; require_up; [ $# -ge 1 ] || die "usage: $EMU_CMD logs JOB_ID [--follow]"
+        client_env; cd "$REPO"; exec ray job logs --address "$RAY_API_SERVER_ADDRESS" "$@" ;;
+    fetch) shift; require_up; cmd_fetch "$@" ;;
     exec) shift; [ "${1:-}" = "--" ] && shift; require_up; client_env; exec "$@" ;;
-    ssh) shift; require_up; [ $# -ge 1 ] || die "usage: $0 ssh INDEX [CMD...]"
+    ssh) shift; require_up; [ $# -ge 1 ] || die "usage: $EMU_CMD ssh INDEX [CMD...]"
         i=$1; shift; ssh_node "$i" "$@" ;;
     env) require_up; client_env
-        env | grep -E '^(HOME|TMPDIR|RAY_[A-Za-z_0-9]*)=' | sort | sed 's/^/export /' ;;
+        # Quoted for `eval "$(... env)"`; RAY_RELU_EMU_CMD is this script's, not a client's.
+        for v in $(compgen -e | grep -E '^(HOME|TMPDIR|RAY_[A-Za-z_0-9]*)$' \
+                   | grep -v '^RAY_RELU_EMU_CMD$' | sort); do
+            printf 'export %s=%q\n' "$v" "${!v}"
+        done ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

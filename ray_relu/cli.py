@@ -89,7 +89,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--placement", default="pack", choices=["pack", "spread"])
     run.add_argument("--cpus-per-worker", type=float, default=None)
     out = p.add_argument_group("output")
-    out.add_argument("--out", default=None, help="write the history to this Parquet file")
+    out.add_argument("--out", default=None,
+                     help="write the history to this Parquet file, on the machine the "
+                     "driver runs on (a submitted job: the cluster's head)")
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
     out.add_argument("--checkpoint", default=None)
     out.add_argument("--checkpoint-every", type=int, default=100)
@@ -149,9 +151,24 @@ def _run_fit(args: argparse.Namespace) -> int:
         print(json.dumps(summary, default=str))
     else:
         print(summary_table([summary]))
-        if args.out:
-            print(f"history written to {args.out}")
+    if args.out:
+        # --json keeps stdout to the JSON line; the note goes to stderr then.
+        print(_written_where(args.out), file=sys.stderr if args.json else sys.stdout)
     return 0 if (result.converged or not args.strict) else 1
+
+
+def _written_where(path: str) -> str:
+    """Where ``--out`` went: host and absolute path, and for a submitted Ray job (whose
+    driver runs on the cluster's head) how to fetch it before ``ray down`` removes it."""
+    import os
+    import socket
+    full = os.path.abspath(path)
+    where = f"history written to {socket.gethostname()}:{full}"
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:   # set by Ray for job drivers
+        where += (" (on the cluster's head, not your machine: fetch it before `ray down` "
+                  f"deletes it, with `ray rsync-down CLUSTER.yaml {full} .` or, on the "
+                  f"emulated cluster, `ray-relu cluster fetch {full}`)")
+    return where
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -239,10 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "ray-relu cluster up --nodes 3 --rate 100mbit   (root; see "
                        "cluster/README.md)\n"
                        "ray-relu cluster submit -- ray-relu fit --workers 3 --placement "
-                       "spread --address auto\nray-relu cluster down",
+                       "spread --address auto --out history.parquet\n"
+                       "ray-relu cluster logs JOB_ID\n"
+                       "ray-relu cluster fetch history.parquet\n"
+                       "ray-relu cluster down",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", help="check FILE... | up | down | status | shape | submit | "
-                   "exec | ssh | env (the last ones drive cluster/emulate.sh)")
+                   "logs | fetch | exec | ssh | env (the last ones drive cluster/emulate.sh; "
+                   "ACTION --help for each)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the action's arguments")
     p.set_defaults(func=_run_cluster)
     return parser
@@ -252,11 +273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ray-relu``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .client_auth import ClusterAuthError
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         sys.stderr.write(f"ray-relu: error: {exc}\n")
         return 2
+    except ClusterAuthError as exc:
+        sys.stderr.write(f"ray-relu: error: {exc}\n")
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,11 +16,16 @@ groups) happens later, in ``ray up``'s bootstrap step. On top, our own rules:
   version ``==X``, a git ref ``@ref`` or a wheel file);
 - **credentials**: no AWS keys, private keys or literal Ray tokens in the file.
 
-A problem is reported as one line, ``FILE: what is wrong``, and exit code 2.
+Every file given is checked and every problem reported, one line each
+(``ray-relu: error: FILE: what is wrong``); exit code 2 if any file has one. Warnings
+(``ray-relu: warning: FILE: ...``) do not fail the check: placeholder values that
+``ray up`` would fail on later (the example AMI id, documentation IP addresses,
+``YOUR_...`` words), and setup commands that leave ``RAY_AUTH_MODE=token`` out of the
+nodes' shell profile (``ray status`` in ``ray attach`` then fails).
 
-The other actions (``up``, ``down``, ``status``, ``shape``, ``submit``, ``exec``,
-``ssh``, ``env``) run ``cluster/emulate.sh`` of the source checkout: the emulated
-multi-node cluster (see ``cluster/README.md`` and :mod:`ray_relu.emulated`).
+The other actions (``up``, ``down``, ``status``, ``shape``, ``submit``, ``logs``,
+``fetch``, ``exec``, ``ssh``, ``env``) run ``cluster/emulate.sh`` of the source checkout:
+the emulated multi-node cluster (see ``cluster/README.md`` and :mod:`ray_relu.emulated`).
 """
 
 from __future__ import annotations
@@ -38,12 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-EMULATE_ACTIONS = ("up", "down", "status", "shape", "submit", "exec", "ssh", "env")
+EMULATE_ACTIONS = ("up", "down", "status", "shape", "submit", "logs", "fetch", "exec", "ssh",
+                   "env")
 WORLD = ("0.0.0.0/0", "::/0")
 DEFAULT_TOKEN_PATH = "~/.ray/auth_token"
 USAGE = ("usage: ray-relu cluster check FILE [FILE ...]\n"
-         "       ray-relu cluster {up,down,status,shape,submit,exec,ssh,env} [ARGS ...]"
-         "   (the emulated cluster: cluster/emulate.sh --help)")
+         "       ray-relu cluster {up,down,status,shape,submit,logs,fetch,exec,ssh,env} "
+         "[ARGS ...]\n"
+         "       (the emulated cluster; `ray-relu cluster ACTION --help` says more)")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
@@ -62,19 +69,29 @@ class ClusterConfigError(ValueError):
 
 @dataclass
 class CheckReport:
-    """What :func:`check_file` found in a valid file."""
+    """What :func:`check_file` found in one file: problems (``ray up`` would fail, or
+    our rules are broken), warnings (placeholders ``ray up`` would fail on later) and
+    notes (what cannot be checked offline)."""
 
     path: str
-    provider: str
-    node_types: list[str]
-    max_workers: int
+    provider: str | None = None
+    node_types: list[str] = field(default_factory=list)
+    max_workers: int = 0
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
     def line(self) -> str:
-        """One line for the terminal."""
+        """One line for the terminal (a file that passed)."""
+        warned = f"; {len(self.warnings)} warning(s) on stderr" if self.warnings else ""
         return (f"ok: {self.path} (provider {self.provider}, node types "
                 f"{', '.join(self.node_types)}, max_workers {self.max_workers}): Ray's "
-                "validator, security, token auth, install and credential checks passed")
+                f"validator, security, token auth, install and credential checks passed"
+                f"{warned}")
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
@@ -218,6 +235,33 @@ def check_token_auth(config: dict) -> list[str]:
     return sorted(set(problems), key=problems.index)
 
 
+_PROFILE = re.compile(r"(~|\$HOME)/\.(profile|bashrc|bash_profile)\b"
+                      r"|/etc/(profile|environment|bash\.bashrc)\b")
+
+
+def check_shell_auth(config: dict) -> list[str]:
+    """A setup command puts ``RAY_AUTH_MODE=token`` into the nodes' shell profile.
+
+    Without it ``ray status`` and ``ray job list`` in a shell on a node (``ray attach``,
+    ``ray exec``) fail with ``AuthenticationError ... RAY_AUTH_MODE is currently
+    'disabled'``: only the ``ray start`` commands set the mode. A warning, not an error:
+    the cluster itself works.
+    """
+    node_types = config.get("available_node_types") or {}
+    commands = [*_commands(config, "setup_commands"),
+                *_commands(config, "head_setup_commands"),
+                *_commands(config, "worker_setup_commands"),
+                *(str(c) for nt in node_types.values() if isinstance(nt, dict)
+                  for c in nt.get("worker_setup_commands") or [])]
+    if any(re.search(r"RAY_AUTH_MODE=['\"]?token", c) and _PROFILE.search(c)
+           for c in commands):
+        return []
+    return ["setup_commands: nothing puts RAY_AUTH_MODE=token into the nodes' shell "
+            "profile, so `ray status` and `ray job list` in `ray attach` fail with "
+            "AuthenticationError: append `export RAY_AUTH_MODE=token` to ~/.profile (see "
+            "cluster/aws.yaml)"]
+
+
 def _home(path: str) -> str:
     """``$HOME/x`` and ``${HOME}/x`` as ``~/x``, for comparing remote paths."""
     return re.sub(r"^(\$HOME|\$\{HOME\})(?=/|$)", "~", path.strip())
@@ -290,43 +334,105 @@ def check_credentials(config: dict, text: str) -> list[str]:
                         "use your AWS profile or environment")
     if _PRIVATE_KEY.search(text):
         problems.append("contains a private key: point auth.ssh_private_key at a file")
+    reported: list[str] = []
     for path, node in _walk(config):
-        if isinstance(node, dict):
+        if isinstance(node, dict) and not any(path.startswith(r) for r in reported):
             for k in node:
                 if str(k).lower() in _CREDENTIAL_KEYS:
                     where = f"{path}.{k}" if path else str(k)
+                    reported.append(where)    # one line, not one more per field inside
                     problems.append(f"{where}: credentials do not belong in the file; "
                                     "use your AWS profile or environment")
     return problems
 
 
-def check_config(config: dict, text: str = "") -> tuple[dict, list[str], list[str]]:
-    """Ray's validation, then our rules. Returns (prepared config, problems, notes)."""
-    prepared = ray_validate(config)
-    problems = (check_security(config) + check_token_auth(config)
-                + check_install(config) + check_credentials(config, text))
-    notes = []
-    for name, nt in (prepared.get("available_node_types") or {}).items():
-        groups = (nt.get("node_config") or {}).get("SecurityGroupIds")
-        if groups:
-            notes.append(f"node type {name} uses existing security groups {groups}: "
-                         "their rules cannot be checked offline")
-    return prepared, problems, notes
+# Values `ray up` would fail on later (the bootstrap or the first SSH), left in from the
+# shipped examples or the docs.
+_PLACEHOLDER_WORD = re.compile(
+    r"\b(YOUR_[A-Z_]+|CHANGE_?ME|REPLACE_?ME|PLACEHOLDER|TODO)\b|<[^<>]+>")
+_AMI = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
+_EXAMPLE_AMI = re.compile(r"0123456789abcdef|12345678|abcdef01|deadbeef")
+# RFC 5737: addresses reserved for documentation, never a machine.
+_DOC_NETS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+
+
+def check_placeholders(config: dict) -> list[str]:
+    """Placeholder values that pass Ray's offline validation but fail ``ray up`` later:
+    the example AMI id, documentation IP addresses, ``YOUR_...``/``<...>`` words."""
+    import ipaddress
+    warnings = []
+    for path, node in _walk(config):
+        if not isinstance(node, str):
+            continue
+        key = path.rsplit(".", 1)[-1].split("[", 1)[0]
+        value = node.strip()
+        if key == "ImageId":
+            if not _AMI.match(value):
+                warnings.append(f"{path}: {value!r} is not an AMI id (ami- and 8 or 17 hex "
+                                "digits): put an image of your region there")
+            elif _EXAMPLE_AMI.search(value):
+                warnings.append(f"{path}: {value} is the example AMI id (a placeholder); "
+                                "`ray up` fails on it: put an Ubuntu 24.04 amd64 AMI of your "
+                                "region (see cluster/README.md)")
+            continue
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            ip = None
+        if ip is not None:
+            if any(ip in ipaddress.ip_network(net) for net in _DOC_NETS):
+                warnings.append(f"{path}: {value} is a documentation address (RFC 5737), "
+                                "not a machine: put your machine's address there")
+            continue
+        word = _PLACEHOLDER_WORD.search(value)
+        if word and "commands" not in path:
+            warnings.append(f"{path}: {word.group(0)} is a placeholder: replace it")
+    return warnings
+
+
+def check_config(config: dict, text: str = "") -> CheckReport:
+    """Ray's validation, then our rules, every one of them: a failing Ray validation
+    does not hide our rules' findings. Returns a :class:`CheckReport` (path empty)."""
+    report = CheckReport("")
+    prepared = None
+    try:
+        prepared = ray_validate(config)
+    except ClusterConfigError as exc:
+        report.problems.append(str(exc))
+    for rule in (check_security, check_token_auth, check_install):
+        try:
+            report.problems += rule(config)
+        except (AttributeError, TypeError, ValueError) as exc:
+            # A file Ray already refused can be shaped so that a rule cannot read it.
+            if prepared is not None:
+                raise
+            report.problems.append(f"{rule.__name__}: could not apply to this file "
+                                   f"({type(exc).__name__}: {_one_line(str(exc))})")
+    report.problems += check_credentials(config, text)
+    report.warnings += check_shell_auth(config) + check_placeholders(config)
+    provider = config.get("provider")
+    report.provider = provider.get("type") if isinstance(provider, dict) else None
+    if prepared is not None:
+        report.node_types = list(prepared.get("available_node_types") or {})
+        report.max_workers = int(prepared.get("max_workers", 0))
+        for name, nt in (prepared.get("available_node_types") or {}).items():
+            groups = (nt.get("node_config") or {}).get("SecurityGroupIds")
+            if groups:
+                report.notes.append(f"node type {name} uses existing security groups "
+                                    f"{groups}: their rules cannot be checked offline")
+    return report
 
 
 def check_file(path: str | os.PathLike) -> CheckReport:
-    """Check one cluster YAML file; raises :class:`ClusterConfigError` (one line)."""
-    config = load_yaml(path)
+    """Check one cluster YAML file; every problem found is in the report (a file that
+    cannot be read or parsed has that as its one problem)."""
     try:
-        prepared, problems, notes = check_config(config, Path(path).read_text())
+        config = load_yaml(path)
     except ClusterConfigError as exc:
-        raise ClusterConfigError(f"{path}: {exc}") from None
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ClusterConfigError(f"{path}: {problems[0]}{more}")
-    return CheckReport(str(path), prepared["provider"]["type"],
-                       list(prepared.get("available_node_types") or {}),
-                       int(prepared.get("max_workers", 0)), notes)
+        return CheckReport(str(path), problems=[str(exc).removeprefix(f"{path}: ")])
+    report = check_config(config, Path(path).read_text())
+    report.path = str(path)
+    return report
 
 
 def emulate_script() -> Path:
@@ -340,6 +446,19 @@ def emulate_script() -> Path:
     return script
 
 
+def run_emulate(argv: list[str]) -> int:
+    """Run ``emulate.sh``; its hints name ``ray-relu cluster``, and Ctrl-C is its to
+    handle: the script gets the same SIGINT, says "interrupted", tears down and exits
+    130, so this process waits for that instead of leaving with a traceback."""
+    env = dict(os.environ, RAY_RELU_EMU_CMD="ray-relu cluster")
+    proc = subprocess.Popen(argv, env=env)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``ray-relu cluster ACTION ...``; returns the exit code (2: bad file or usage)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -349,21 +468,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     action, rest = args[0], args[1:]
     try:
         if action == "check":
+            if rest in (["-h"], ["--help"]):
+                print(USAGE)
+                return 0
             if not rest or any(a.startswith("-") for a in rest):
                 raise ClusterConfigError("cluster check needs one or more YAML files: "
                                          "ray-relu cluster check cluster/aws.yaml")
+            failed = 0
             for path in rest:
                 report = check_file(path)
-                print(report.line())
-                for note in report.notes:
-                    print(f"  note: {note}")
-            return 0
+                for problem in report.problems:
+                    sys.stderr.write(f"ray-relu: error: {path}: {problem}\n")
+                for warning in report.warnings:
+                    sys.stderr.write(f"ray-relu: warning: {path}: {warning}\n")
+                if report.ok:
+                    print(report.line())
+                    for note in report.notes:
+                        print(f"  note: {note}")
+                failed += not report.ok
+            if failed and len(rest) > 1:
+                sys.stderr.write(f"ray-relu: error: {failed} of {len(rest)} files failed "
+                                 "the check\n")
+            return 2 if failed else 0
         if action in EMULATE_ACTIONS:
-            if action == "submit" and "--" not in rest:
+            if action == "submit" and "--" not in rest and rest[:1] not in (["-h"], ["--help"]):
                 # argparse drops a leading "--": without it `ray job submit` would
                 # take the entrypoint's options (e.g. fit's --d) for its own.
                 rest = ["--", *rest]
-            return subprocess.call(["bash", str(emulate_script()), action, *rest])
+            return run_emulate(["bash", str(emulate_script()), action, *rest])
         raise ClusterConfigError(f"unknown cluster action {action!r}; expected check or "
                                  f"one of {', '.join(EMULATE_ACTIONS)}")
     except ClusterConfigError as exc:

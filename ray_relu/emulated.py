@@ -72,7 +72,8 @@ class EmulatedCluster:
     nodes : hosts, head included (each one a Ray node).
     rate, delay : link shaping of every host (tc; e.g. ``"100mbit"``, ``"1ms"``). The
         delay needs the kernel's sch_netem; without it only the rate is applied and
-        :attr:`info` ``["shaping"]`` says so.
+        :attr:`info` ``["shaping"]`` says so (and ``up`` warns, if a delay was given).
+        ``delay=None``: emulate.sh's default (1 ms where netem exists, no warning).
     cpus_per_node : the CPU resource each Ray node advertises.
     head_cpus : the head's CPU resource (None: ``cpus_per_node``). 0 keeps shard actors
         off the head, as ``cluster/aws.yaml`` does: the driver's node then holds no
@@ -83,7 +84,7 @@ class EmulatedCluster:
     script : path of ``emulate.sh`` (default: the checkout's ``cluster/emulate.sh``).
     """
 
-    def __init__(self, nodes: int = 3, *, rate: str = "100mbit", delay: str = "1ms",
+    def __init__(self, nodes: int = 3, *, rate: str = "100mbit", delay: str | None = None,
                  cpus_per_node: int = 2, head_cpus: int | None = None,
                  cluster_id: int = 0, direct: bool = False,
                  object_store_bytes: int | None = None,
@@ -103,7 +104,8 @@ class EmulatedCluster:
     # --- lifecycle -------------------------------------------------------------------
     def _run(self, *args: str, timeout: float | None = None, check: bool = True,
              capture: bool = True) -> subprocess.CompletedProcess:
-        env = dict(os.environ, RAY_RELU_EMU_ID=str(self.cluster_id))
+        env = dict(os.environ, RAY_RELU_EMU_ID=str(self.cluster_id),
+                   RAY_RELU_EMU_CMD="ray-relu cluster")
         if self.object_store_bytes is not None:
             env["RAY_RELU_EMU_OBJECT_STORE"] = str(self.object_store_bytes)
         proc = subprocess.run(["bash", str(self.script), *args], env=env, text=True,
@@ -119,8 +121,10 @@ class EmulatedCluster:
 
         On failure emulate.sh has already torn everything down.
         """
-        args = ["up", "--nodes", str(self.nodes), "--rate", self.rate, "--delay",
-                self.delay, "--cpus", str(self.cpus_per_node)]
+        args = ["up", "--nodes", str(self.nodes), "--rate", self.rate,
+                "--cpus", str(self.cpus_per_node)]
+        if self.delay is not None:
+            args += ["--delay", self.delay]
         if self.head_cpus is not None:
             args += ["--head-cpus", str(self.head_cpus)]
         if self.direct:
@@ -186,6 +190,11 @@ class EmulatedCluster:
                                   int((base / "rx_bytes").read_text()))
         return out
 
+    def fetch(self, path: str, dest: str | os.PathLike = ".") -> None:
+        """Copy ``path`` from the head (relative: under its home, where a submitted
+        job's relative ``--out`` lands) to ``dest``; ``down`` deletes the head's files."""
+        self._run("fetch", path, str(dest))
+
     def env(self) -> dict[str, str]:
         """The client environment: dashboard/job and Ray Client addresses, token path.
 
@@ -196,7 +205,7 @@ class EmulatedCluster:
         env = dict(os.environ)
         for line in out.splitlines():
             key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = value
+            env[key] = shlex.split(value)[0] if value else ""    # printf %q quoting
         return env
 
     # --- jobs ------------------------------------------------------------------------

@@ -73,8 +73,11 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
         pays only where the driver's link is the bottleneck (many workers). Messages
         over 100 KiB go worker to worker either way. Master mode always relays: the
         driver is the aggregator.
-    address : Ray address used when Ray is not initialized yet (None: start a local
-        Ray; ``"auto"``: join the running cluster).
+    address : Ray address used when Ray is not initialized yet (None: ``RAY_ADDRESS``
+        or else start a local Ray; ``"auto"``: join the running cluster;
+        ``"ray://HEAD:10001"``: Ray Client). A Ray Client cluster with token auth needs
+        ``RAY_AUTH_MODE=token`` and its token (``RAY_AUTH_TOKEN_PATH``); without them
+        :class:`ray_relu.client_auth.ClusterAuthError` says so at once.
     round_timeout : seconds a round may wait for its workers (default 600; None: for
         ever). A worker that died is restarted and its round replayed; one that is
         alive but silent (a stalled link or node) for longer stops the fit with a

@@ -37,6 +37,10 @@ def ensure_ray(address: str | None = None, *, log_to_driver: bool = True,
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
+    from .client_auth import check_client_auth
+    # A ray:// cluster that wants a token we do not send: one line now, not Ray
+    # Client's 30 s timeout that blames the port.
+    check_client_auth(address)
     starts_local = address in (None, "local")
     options: dict[str, Any] = {"configure_logging": False, "log_to_driver": log_to_driver}
     if starts_local:

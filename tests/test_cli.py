@@ -120,3 +120,34 @@ def test_demo_prints_one_summary_table(capsys):
     assert table[0].split()[-1] == "vs_fp32_bytes" and set(table[1]) == {"-", " "}
     assert len(table) == 2 + 4                  # fp32 and QSGD, master and all-to-all
     assert [line.split()[-1] for line in table[2:]][::2] == ["1.000x", "1.000x"]
+
+
+def test_out_names_the_host_and_the_absolute_path(tmp_path, monkeypatch, capsys):
+    """Issue 16, item 3: `--out history.parquet` says on which machine and where."""
+    import socket
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert main(["fit", "--d", "20", "--n", "160", "--workers", "1", "--iterations", "3",
+                 "--out", "history.parquet", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.rstrip().endswith(
+        f"history written to {socket.gethostname()}:{tmp_path / 'history.parquet'}")
+    assert (tmp_path / "history.parquet").is_file() and "rsync-down" not in printed
+
+
+def test_out_in_a_submitted_job_says_how_to_fetch_it(tmp_path, monkeypatch, capsys):
+    """As a Ray job (Ray sets RAY_JOB_CONFIG_JSON_ENV_VAR for job drivers) the file is on
+    the head: the note says so and how to fetch it; --json keeps stdout to the JSON."""
+    import socket
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    assert main(["fit", "--d", "20", "--n", "160", "--workers", "1", "--iterations", "3",
+                 "--out", "h.parquet", "--json", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["iterations"] == 3
+    full = tmp_path / "h.parquet"
+    assert captured.err.startswith(f"history written to {socket.gethostname()}:{full} (on "
+                                   "the cluster's head")
+    assert f"ray rsync-down CLUSTER.yaml {full} ." in captured.err
+    assert f"ray-relu cluster fetch {full}" in captured.err
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import socket
 import string
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,8 @@ def test_ray_validator_accepts_the_rendered_emulated_template(no_network):
     validate_config(prepared)
     node_type = prepared["available_node_types"]["local.cluster.node"]
     assert node_type["min_workers"] == node_type["max_workers"] == 2
-    _, problems, _ = check_config(config, render_template(nodes=3))
-    assert problems == []
+    report = check_config(config, render_template(nodes=3))
+    assert report.problems == [] and report.warnings == []
 
 
 def test_aws_file_shape():
@@ -110,15 +111,142 @@ def test_cluster_check_command_passes(capsys, no_network):
     assert out.count("ok: ") == 2 and "provider aws" in out and "provider local" in out
 
 
+# --- every file, every error (issue 16, item 5) ----------------------------------------------
+def test_check_reports_every_file_and_every_error(tmp_path, capsys):
+    """Two bad files and a good one: every error of each, one line each, the good file
+    still checked, exit 2."""
+    c = aws()
+    c["provider"]["security_group"]["IpPermissions"] = [
+        {"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp",
+         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    c["worker_start_ray_commands"] = ["ray stop", "ray start --address=$RAY_HEAD_IP:6379"]
+    c["provider"]["aws_credentials"] = {"aws_access_key_id": "x"}
+    three = tmp_path / "three.yaml"
+    three.write_text(dump(c))
+    c = aws()
+    c["max_worker"] = 3                       # Ray's schema refuses it ...
+    c["setup_commands"] = []                  # ... and our install rule still runs
+    two = tmp_path / "two.yaml"
+    two.write_text(dump(c))
+    assert cli.main(["cluster", "check", str(three), str(AWS), str(two)]) == 2
+    captured = capsys.readouterr()
+    errors = [e for e in captured.err.splitlines() if e.startswith("ray-relu: error: ")]
+    mine = [e for e in errors if e.startswith(f"ray-relu: error: {three}: ")]
+    assert len(mine) == 3, errors
+    assert any("tcp/8265" in e for e in mine)
+    assert any("RAY_AUTH_MODE=token" in e for e in mine)
+    assert any("credentials do not belong" in e for e in mine)
+    theirs = [e for e in errors if e.startswith(f"ray-relu: error: {two}: ")]
+    assert len(theirs) == 2, errors
+    assert any("Ray's schema" in e for e in theirs)
+    assert any("nothing installs ray_relu" in e for e in theirs)
+    assert errors[-1] == "ray-relu: error: 2 of 3 files failed the check"
+    assert len(errors) == 3 + 2 + 1
+    assert f"ok: {AWS}" in captured.out and str(three) not in captured.out
+
+
+def test_a_missing_file_does_not_stop_the_others(capsys):
+    assert cli.main(["cluster", "check", "/nonexistent/a.yaml", str(LOCAL)]) == 2
+    captured = capsys.readouterr()
+    assert "ray-relu: error: /nonexistent/a.yaml: no such file" in captured.err
+    assert f"ok: {LOCAL}" in captured.out
+
+
+# --- placeholders ray up would fail on (issue 16, item 6) -----------------------------------
+def warnings_of(path: Path, capsys) -> list[str]:
+    assert cli.main(["cluster", "check", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "ray-relu: error:" not in err
+    return [line for line in err.splitlines() if line.startswith(f"ray-relu: warning: {path}: ")]
+
+
+def test_shipped_placeholders_are_warned_about(capsys):
+    aws_warnings = warnings_of(AWS, capsys)
+    assert len(aws_warnings) == 2, aws_warnings            # head and worker ImageId
+    assert all("ImageId: ami-0123456789abcdef0 is the example AMI id" in w
+               for w in aws_warnings)
+    local_warnings = warnings_of(LOCAL, capsys)
+    assert [w.split(": ")[3] for w in local_warnings] == [
+        "provider.head_ip", "provider.worker_ips[0]", "provider.worker_ips[1]"]
+    assert all("documentation address" in w for w in local_warnings)
+
+
+def test_real_values_are_not_placeholders(tmp_path, capsys):
+    c = aws()
+    for nt in c["available_node_types"].values():
+        nt["node_config"]["ImageId"] = "ami-0e86e20dae9224db8"
+    fixed = tmp_path / "aws.yaml"
+    fixed.write_text(dump(c))
+    assert warnings_of(fixed, capsys) == []
+    c = load(LOCAL)
+    c["provider"]["head_ip"], c["provider"]["worker_ips"] = "10.0.0.5", ["10.0.0.6"]
+    c["min_workers"] = c["max_workers"] = 1
+    fixed.write_text(dump(c))
+    assert warnings_of(fixed, capsys) == []
+
+
+@pytest.mark.parametrize("where, value, shown", [
+    (("available_node_types", "ray.head.default", "node_config", "ImageId"), "ami-xxxxxxxx",
+     "is not an AMI id"),
+    (("provider", "region"), "YOUR_REGION", "YOUR_REGION is a placeholder"),
+    (("auth", "ssh_private_key"), "<path to your key>", "is a placeholder"),
+])
+def test_placeholder_values(tmp_path, capsys, where, value, shown):
+    c = aws()
+    node = c
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    path = tmp_path / "p.yaml"
+    path.write_text(dump(c))
+    assert cli.main(["cluster", "check", str(path)]) in (0, 2)   # Ray may refuse some too
+    err = capsys.readouterr().err
+    assert any(line.startswith(f"ray-relu: warning: {path}: {'.'.join(where)}: ")
+               and shown in line for line in err.splitlines()), err
+
+
+# --- token auth in the nodes' shells (issue 16, item 1) -----------------------------------
+@pytest.mark.parametrize("path", [AWS, LOCAL], ids=["aws", "local"])
+def test_setup_puts_token_auth_into_the_login_profile(path, tmp_path):
+    """The setup command the files ship, run in an empty home: a login shell then has
+    RAY_AUTH_MODE=token (what `ray status` needs there); running it twice adds nothing."""
+    import os
+    import subprocess
+    from ray_relu.cluster_check import check_shell_auth
+    c = load(path)
+    assert check_shell_auth(c) == []
+    command = next(x for x in c["setup_commands"] if "RAY_AUTH_MODE=token" in x)
+    home = tmp_path / "home"
+    home.mkdir()
+    for _ in range(2):
+        subprocess.run(["bash", "-c", command], env={**os.environ, "HOME": str(home)},
+                       check=True)
+    assert (home / ".profile").read_text().count("RAY_AUTH_MODE=token") == 1
+    out = subprocess.run(["bash", "-lc", "echo $RAY_AUTH_MODE $RAY_AUTH_TOKEN_PATH"],
+                         env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["token", f"{home}/.ray/auth_token"]
+
+
+def test_missing_shell_auth_is_a_warning(tmp_path, capsys):
+    c = aws()
+    c["setup_commands"] = [x for x in c["setup_commands"] if "RAY_AUTH_MODE" not in x]
+    path = tmp_path / "noprofile.yaml"
+    path.write_text(dump(c))
+    warned = warnings_of(path, capsys)
+    assert any("nothing puts RAY_AUTH_MODE=token into the nodes' shell profile" in w
+               for w in warned), warned
+
+
 # --- malformed files: one line, exit code 2 ------------------------------------------------
 def run_check(tmp_path, capsys, text: str) -> str:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     assert cli.main(["cluster", "check", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("ray-relu: error: "), err
-    assert str(path) in err
-    return err
+    errors = [line for line in err.splitlines() if not line.startswith("ray-relu: warning: ")]
+    assert errors and all(e.startswith(f"ray-relu: error: {path}: ") for e in errors), err
+    return "\n".join(errors)
 
 
 def dump(config: dict) -> str:
@@ -284,7 +412,7 @@ def test_emulated_cluster_actions_run_emulate_sh(monkeypatch):
     "--" argparse drops before a submit's entrypoint is put back."""
     from ray_relu import cluster_check
     calls = []
-    monkeypatch.setattr(cluster_check.subprocess, "call", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(cluster_check, "run_emulate", lambda argv: calls.append(argv) or 0)
     assert cli.main(["cluster", "up", "--nodes", "4", "--rate", "10mbit"]) == 0
     assert cli.main(["cluster", "submit", "--", "ray-relu", "fit", "--d", "30"]) == 0
     assert cli.main(["cluster", "submit", "--working-dir", ".", "--", "python", "x.py"]) == 0
@@ -303,3 +431,65 @@ def test_emulated_cluster_rejects_bad_arguments(kwargs, message):
     from ray_relu.emulated import EmulatedCluster
     with pytest.raises(ValueError, match=message):
         EmulatedCluster(**kwargs)
+
+
+# --- the emulated cluster's command line without a cluster (issue 16, items 7, 10) -----------
+FREE_ID = 247      # no cluster is brought up: nothing with this id may exist
+
+
+def ray_relu_cluster(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """`ray-relu cluster ARGS` in a fresh process, as a user runs it, with cluster id
+    FREE_ID and a state directory that must stay absent."""
+    import os
+    import sys
+    script = Path(sys.executable).with_name("ray-relu")
+    env = dict(os.environ, RAY_RELU_EMU_ID=str(FREE_ID), RAY_RELU_EMU_DIR=str(tmp_path / "emu"))
+    done = subprocess.run([str(script), "cluster", *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert not (tmp_path / "emu").exists()
+    assert str(ROOT) not in done.stdout + done.stderr      # hints name `ray-relu cluster`
+    return done
+
+
+@pytest.fixture
+def free_id():
+    if Path(f"/sys/class/net/rrbr{FREE_ID}").exists() or \
+            list(Path("/run/netns").glob(f"rr{FREE_ID}n*")):
+        pytest.skip(f"an emulated cluster {FREE_ID} exists on this machine")
+
+
+@pytest.mark.parametrize("action", ["up", "down", "status", "shape", "submit", "logs", "fetch",
+                                    "exec", "ssh", "env"])
+def test_every_action_has_help(tmp_path, free_id, action):
+    done = ray_relu_cluster(tmp_path, action, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "ray-relu cluster up [--nodes N]" in done.stdout
+    assert "ray-relu cluster logs ID" in done.stdout and "unknown option" not in done.stderr
+
+
+def test_hints_name_the_command_the_user_ran(tmp_path, free_id):
+    done = ray_relu_cluster(tmp_path, "submit", "--", "true")
+    assert done.returncode == 1
+    assert f"cluster {FREE_ID} is not up: run 'RAY_RELU_EMU_ID={FREE_ID} ray-relu cluster up' " \
+        "first" in done.stderr
+    done = ray_relu_cluster(tmp_path, "up", "--bogus")
+    assert done.returncode == 1
+    assert f"unknown option for up: --bogus (see 'RAY_RELU_EMU_ID={FREE_ID} ray-relu cluster " \
+        "up --help')" in done.stderr
+
+
+def test_down_with_nothing_up_removes_nothing(tmp_path, free_id):
+    done = ray_relu_cluster(tmp_path, "down")
+    assert done.returncode == 0
+    assert done.stderr.strip() == f"[emulate] cluster {FREE_ID} is not up: nothing to take down"
+
+
+def test_down_removes_the_logs_of_a_failed_up(tmp_path, free_id):
+    """A failed `up` keeps its logs in /tmp/ray_relu_emu_failed_<id> until the next `up`
+    or `down` of that id (they used to stay for ever)."""
+    kept = Path(f"/tmp/ray_relu_emu_failed_{FREE_ID}")
+    kept.mkdir(exist_ok=True)
+    (kept / "ray_up.log").write_text("a failed ray up\n")
+    done = ray_relu_cluster(tmp_path, "down")
+    assert done.returncode == 0 and not kept.exists()
+    assert f"removed the logs of an earlier failed up ({kept})" in done.stderr

@@ -118,6 +118,21 @@ def test_bytes_are_the_real_message_sizes(codec):
     np.testing.assert_array_equal(np.asarray(a2a.history.column("bytes_up")), expected_up)
 
 
+def test_summary_bytes_add_up_with_the_startup_exchange():
+    """Issue 16: bytes_per_iteration is not total_bytes / iterations; the difference is
+    the start-up exchange (history row 0), named startup_bytes. d = 200, K = 2
+    all-to-all: the two workers swap their float64 moment sums, 2 x (8d + 41) bytes."""
+    d = 200
+    result = fit(PlantedReLU(d=d, n=1600, seed=0), codec="qsgd", codec_options={"levels": 4},
+                 workers=2, mode="all-to-all", tol=1e-6, progress=False)
+    s = result.summary()
+    assert s["startup_bytes"] == 2 * (8 * d + 41)
+    T = s["iterations"]
+    assert T > 10
+    assert s["total_bytes"] == s["startup_bytes"] + round(T * s["bytes_per_iteration"])
+    assert s["total_bytes"] / T > s["bytes_per_iteration"]    # what the issue tripped on
+
+
 def qsgd_message_sizes(problem, ref, K, batch_size, seed, codec):
     """Byte length of each worker's gradient message at each iterate of a reference
     run: rows t, columns k (QSGD messages differ in length from worker to worker)."""

@@ -50,14 +50,45 @@ def test_bad_input_says_what_was_wrong():
 
 def test_summary_table_formats_headline_columns_then_comparisons():
     row = {"codec": "qsgd(levels=4)", "converged": True, "iterations": 12,
-           "rel_error": 9.87e-7, "bytes_per_iteration": 12345.6, "total_bytes": 148147,
+           "rel_error": 9.87e-7, "startup_bytes": 3282, "bytes_per_iteration": 12345.6,
+           "total_bytes": 151429,
            "wall_s": 0.4567, "replica_divergence": 0.0, "stopping_rule": "rel_error",
            "vs_fp32_bytes": "0.125x"}
     header, rule, line = summary_table([row]).splitlines()
     assert header.split() == ["codec", "converged", "iterations", "rel_error",
-                              "bytes_per_iteration", "total_bytes", "wall_s",
+                              "startup_bytes", "bytes_per_iteration", "total_bytes", "wall_s",
                               "replica_divergence", "vs_fp32_bytes"]
-    assert line.split() == ["qsgd(levels=4)", "True", "12", "9.87e-07", "12,346", "148,147",
+    assert line.split() == ["qsgd(levels=4)", "True", "12", "9.87e-07", "3,282", "12,346", "151,429",
                             "0.46", "0.0e+00", "0.125x"]
     with pytest.raises(ValueError, match="at least one summary row"):
         summary_table([])
+
+
+def _result(bytes_rows):
+    """A FitResult whose history has these (up, down, peer) byte rows."""
+    import numpy as np
+
+    from ray_relu.result import FitResult, history_table
+    rows = [{"iteration": t, "loss": 0.0, "rel_error": 0.0, "rel_change": 0.0,
+             "bytes_up": up, "bytes_down": down, "bytes_peer": peer, "compute_s": 0.0,
+             "encode_s": 0.0, "comm_s": 0.0, "wall_s": 0.0}
+            for t, (up, down, peer) in enumerate(bytes_rows)]
+    return FitResult(w=np.zeros(2), w_star=None, converged=True,
+                     iterations=len(rows) - 1, replica_divergence=0.0,
+                     history=history_table(rows), stopping_rule="rel_change", step_size=1.0)
+
+
+def test_summary_names_the_startup_exchange():
+    """total_bytes = startup_bytes + iterations x bytes_per_iteration, exactly; the
+    start-up row is in the total only (issue 16: 158.6 per iteration vs 172.2 total/T)."""
+    r = _result([(100, 50, 0), (10, 20, 0), (10, 20, 1)])
+    s = r.summary()
+    assert (s["startup_bytes"], s["bytes_per_iteration"], s["total_bytes"]) == (150, 30.5, 211)
+    assert s["total_bytes"] == s["startup_bytes"] + s["iterations"] * s["bytes_per_iteration"]
+    assert "(+150 at start-up)" in repr(r)
+    header = summary_table([{"codec": "x", **s}]).splitlines()[0].split()
+    assert header.index("startup_bytes") + 1 == header.index("bytes_per_iteration")
+    # No iteration ran: nothing per iteration, everything at start-up.
+    s0 = _result([(100, 50, 0)]).summary()
+    assert (s0["startup_bytes"], s0["bytes_per_iteration"], s0["total_bytes"]) == \
+        (150, 0.0, 150)
