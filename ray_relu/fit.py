@@ -145,7 +145,7 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
         rows = state.history.to_pylist()
         coord.restarts = state.restarts
         coord.resume(t, state.w, {"next_w": state.next_w, "next_bytes": state.next_bytes,
-                                  "data_init": settings.start_point() is None})
+                                  "data_init": settings.data_init})
     progress = progress_reporter(watch.progress, settings.iterations, t,
                                  settings.stopping_rule)
     metrics = FitMetrics(watch.name, settings.mode) if watch.metrics else None

@@ -175,9 +175,14 @@ class RunSettings:
                 "workers": self.workers, "mode": self.mode, "batch_size": self.batch_size,
                 "step_size": self.step_size, "init": init, "seed": self.seed}
 
+    @property
+    def data_init(self) -> bool:
+        """Whether ``w_0`` is computed from the shards (a model's data init)."""
+        return isinstance(self.init, str) and self.init in self.model.data_inits
+
     def start_point(self) -> np.ndarray | None:
         """``w_0`` when it needs no data; None for a data init (computed on the shards)."""
-        if isinstance(self.init, str) and self.init in self.model.data_inits:
+        if self.data_init:
             return None
         return self.model.initial_point(self.init, self.source.d, seed=self.seed)
 

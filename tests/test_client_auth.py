@@ -10,6 +10,7 @@ starts with. The end-to-end check against a real cluster's head is in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -51,20 +52,27 @@ def _serve(auth_mode: str):
     return proc, f"ray://127.0.0.1:{port}"
 
 
+@contextlib.contextmanager
+def _serving(auth_mode: str):
+    """A probe server for the duration of the block (see :func:`_serve`)."""
+    proc, address = _serve(auth_mode)
+    try:
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def token_server():
-    proc, address = _serve("token")
-    yield address
-    proc.terminate()
-    proc.wait(timeout=30)
+    with _serving("token") as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
 def open_server():
-    proc, address = _serve("disabled")
-    yield address
-    proc.terminate()
-    proc.wait(timeout=30)
+    with _serving("disabled") as address:
+        yield address
 
 
 @pytest.fixture
@@ -156,15 +164,15 @@ def test_other_addresses_are_left_to_ray(client_env, monkeypatch):
 
 
 def test_fit_checks_before_connecting(token_server, client_env, monkeypatch):
-    """fit(address=...) asks before ray.init: ray.init is never reached."""
-    import importlib
-
+    """fit(address=...) asks before ray.init (in runtime.ensure_ray, which every entry
+    point uses): ray.init is never reached."""
     import ray
-    fit_module = importlib.import_module("ray_relu.fit")
+
+    from ray_relu import PlantedReLU, fit
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init called"))
+    monkeypatch.setattr(ray, "init", lambda *a, **kw: pytest.fail("ray.init called"))
     with pytest.raises(ClusterAuthError):
-        fit_module._ensure_ray(token_server)
+        fit(PlantedReLU(d=5, n=50), address=token_server, progress=False)
 
 
 def test_cli_says_so_in_one_line(token_server, client_env):

@@ -117,7 +117,8 @@ MUTATIONS = [
              "denom = float(np.linalg.norm(w_old))", "denom = float(np.linalg.norm(w_new))",
              ALGORITHM),
     Mutation("error meter squares the norm of w*", MB,
-             "denom = np.linalg.norm(w_star)\n", "denom = np.linalg.norm(w_star) ** 2\n",
+             "np.linalg.norm(w - w_star), np.linalg.norm(w_star))",
+             "np.linalg.norm(w - w_star), np.linalg.norm(w_star) ** 2)",
              ALGORITHM),
     # ---- models/
     Mutation("c(m): (d + 1) instead of (d + 2)", MB,
@@ -156,8 +157,9 @@ MUTATIONS = [
              "while self._submitted < through:", "while self._submitted < through - 1:",
              ENGINE_FAULTS),
     Mutation("all-to-all result is a later round's w", C,
-             "return ray.get(self.workers[0].replica_at.remote(self.t))",
-             "return ray.get(self.workers[0].replica_at.remote())", ENGINE_AHEAD),
+             "return self._get([self.workers[0].replica_at.remote(self.t)], self.t, [0])[0]",
+             "return self._get([self.workers[0].replica_at.remote()], self.t, [0])[0]",
+             ENGINE_AHEAD),
     # ---- worker.py
     Mutation("all-to-all replicas average without the batch weights", W,
              "algorithm.average(grads, self.plan.weights)",

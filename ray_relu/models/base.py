@@ -21,8 +21,11 @@ Init = Any   # an init method's name, or an array of shape (num_params(d),)
 
 def relative_error(w: np.ndarray, w_star: np.ndarray) -> float:
     """``||w - w*|| / ||w*||`` (``||w - w*||`` when ``w* = 0``); no argument checks."""
-    denom = np.linalg.norm(w_star)
-    diff = np.linalg.norm(w - w_star)
+    return relative(np.linalg.norm(w - w_star), np.linalg.norm(w_star))
+
+
+def relative(diff: float, denom: float) -> float:
+    """``diff / denom``, or ``diff`` itself when ``denom`` is 0 (a zero ``w*``)."""
     return float(diff / denom) if denom > 0 else float(diff)
 
 

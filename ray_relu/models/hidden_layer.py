@@ -20,7 +20,7 @@ import numpy as np
 
 from .._validation import check_int
 from ..seeding import W_STAR, rng_for
-from .base import Model, isotropic_step_size
+from .base import Model, isotropic_step_size, relative
 from .single_index import relu
 
 # Exact matching of units by trying every permutation up to this many units (6! = 720
@@ -90,8 +90,7 @@ class OneHiddenLayer(Model):
                 best = cost[np.arange(k), perms].sum(axis=1).min()
             else:
                 best = _greedy_cost(cost)
-            diff = np.sqrt(best)
-            return float(diff / denom) if denom > 0 else float(diff)
+            return relative(np.sqrt(best), denom)
 
         return distance
 
