@@ -473,3 +473,19 @@ def test_a_user_model_needs_only_loss_and_gradient():
     from ray_relu.reference import sgd
     run = sgd(Planted(model, d=5, n=200, seed=3), workers=2, iterations=500, tol=1e-8)
     assert run.history.column("rel_error")[-1].as_py() <= 1e-8
+
+
+def test_run_parameters_are_checked_by_name():
+    from ray_relu.reference import sgd
+    from ray_relu.settings import RunConfig, run_config
+    p = PlantedReLU(d=3, n=30)
+    with pytest.raises(ValueError, match="unknown parameter\\(s\\) 'step'; the algorithm's "
+                                         "parameters are model, codec"):
+        sgd(p, step=0.1)
+    with pytest.raises(ValueError, match="config must be a RunConfig, got dict"):
+        run_config({"codec": "fp32"})
+    assert run_config(RunConfig(workers=2), seed=3) == RunConfig(workers=2, seed=3)
+    with pytest.raises(ValueError, match="model must be a ray_relu.models.Model, got str"):
+        Planted("relu", d=3, n=30)
+    with pytest.raises(ValueError, match="model must be a Model, a name or a config dict"):
+        sgd(p, model=3)
