@@ -37,10 +37,18 @@ def progress_reporter(enabled: bool, total: int, initial: int, rule: str) -> Pro
     """The display for this process: None when ``enabled`` is False."""
     if not enabled:
         return None
-    in_notebook = "ipykernel" in sys.modules
+    in_notebook = _in_jupyter_kernel()
     if sys.stderr.isatty() or in_notebook:
         return _Bar(total, initial, rule, in_notebook)
     return _Lines(total, initial, rule)
+
+
+def _in_jupyter_kernel() -> bool:
+    """Whether this process is a Jupyter kernel running user code (an imported
+    ``ipykernel`` alone, as in a test process that ran notebooks, is not one)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
 
 
 class _Bar:

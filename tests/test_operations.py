@@ -106,6 +106,7 @@ def test_a_shard_too_big_fails_before_any_actor_starts(monkeypatch):
 
 
 def test_logs_get_plain_progress_lines_not_a_bar(capsys):
+    import ipykernel  # noqa: F401  (imported, as after the notebook tests, but no kernel runs)
     fit(PlantedReLU(d=10, n=100, seed=1), workers=2, iterations=15, tol=0, progress=True)
     err = capsys.readouterr().err
     assert "\r" not in err
