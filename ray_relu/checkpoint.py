@@ -8,20 +8,25 @@ fingerprint. Files from earlier versions also hold the K messages of round ``t``
 There is no generator state to save: every random draw is keyed by (seed, t, k), so
 the seed and ``t`` are the RNG state.
 
-Files are NumPy ``.npz`` archives written atomically (temporary file, fsync,
-``os.replace``), so a crash mid-write leaves the previous checkpoint intact.
+Files are NumPy ``.npz`` archives at a local path or a URI (``file://``, ``s3://``,
+whatever ``pyarrow.fs`` resolves; see :mod:`ray_relu.storage`), so a checkpoint can
+outlive the head node. Local files are written atomically (temporary file, fsync,
+rename), so a crash mid-write leaves the previous checkpoint intact; object stores
+publish an object only when its single upload completes.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from . import storage
 
 FORMAT_VERSION = 1
 
@@ -45,8 +50,8 @@ class Checkpoint:
 
 
 def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
-    """Write ``ckpt`` to ``path`` atomically."""
-    path = Path(path)
+    """Write ``ckpt`` to ``path`` (a local path or a URI), atomically where possible."""
+    fs, where = storage.resolve_location(path)
     meta = {"format": FORMAT_VERSION, "iteration": ckpt.iteration,
             "fingerprint": ckpt.fingerprint, "converged": ckpt.converged,
             "replica_divergence": ckpt.replica_divergence, "restarts": ckpt.restarts,
@@ -61,21 +66,22 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     if ckpt.messages is not None:
         arrays["message_sizes"] = np.array([len(m) for m in ckpt.messages], dtype=np.int64)
         arrays["messages"] = np.frombuffer(b"".join(ckpt.messages), dtype=np.uint8)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    storage.write_bytes(fs, where, buf.getbuffer())
 
 
 def load(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint; any problem is a :class:`CheckpointError` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    fs, where = storage.resolve_location(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        blob = storage.read_bytes(fs, where)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from None
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             if meta.get("format") != FORMAT_VERSION:
                 raise CheckpointError(f"checkpoint {path} has format {meta.get('format')}, "

@@ -56,9 +56,10 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
         ``downlink_codec``) may also be given as keywords, which override it. They are
         documented once, on :class:`~ray_relu.settings.RunConfig`.
     progress : show a progress bar (only when stderr is a terminal or in Jupyter).
-    checkpoint : path of a checkpoint written every ``checkpoint_every`` rounds and at
-        the end (atomically).
-    resume : path of a checkpoint to continue from; it must come from a run with the
+    checkpoint : path or URI (``file://``, ``s3://``, what ``pyarrow.fs`` resolves) of a
+        checkpoint written every ``checkpoint_every`` rounds and at the end (atomically
+        on local disks; one upload on object stores). A URI outlives the head node.
+    resume : path or URI of a checkpoint to continue from; it must come from a run with the
         same data, model, codec, mode, workers, batch size, step, init and seed.
     placement : ``"pack"`` (Ray's default) or ``"spread"`` (one worker per node
         where possible).

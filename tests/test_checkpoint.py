@@ -7,9 +7,11 @@ import zipfile
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 
 from ray_relu import checkpoint as ck
+from ray_relu import storage
 
 
 def sample(**changes) -> ck.Checkpoint:
@@ -102,3 +104,31 @@ def test_check_matches_names_every_difference(tmp_path):
                              r"'master'; seed: checkpoint has 3, this run has 4"):
         ck.check_matches(saved, {"seed": 4, "codec": {"id": "qsgd", "levels": 3},
                                  "mode": "master"}, "p")
+
+
+def test_file_uri_and_path_name_the_same_checkpoint(tmp_path):
+    path = tmp_path / "ck.npz"
+    ck.save(f"file://{path}", sample())
+    assert_same(ck.load(path), sample())
+    ck.save(path, sample(iteration=9))
+    assert ck.load(path.as_uri()).iteration == 9
+
+
+def test_a_filesystem_without_rename_gets_the_whole_object():
+    """pyarrow's in-memory ``mock://`` filesystem stands in for an object store."""
+    fs, where = storage.resolve_location("mock:///bucket/run/ck.npz")
+    assert not isinstance(fs, pafs.LocalFileSystem) and where == "bucket/run/ck.npz"
+    storage.write_bytes(fs, where, b"first")
+    storage.write_bytes(fs, where, b"second, longer")
+    assert storage.read_bytes(fs, where) == b"second, longer"
+    assert [i.path for i in fs.get_file_info(pafs.FileSelector("bucket", recursive=True))
+            if i.type == pafs.FileType.File] == ["bucket/run/ck.npz"]
+    with pytest.raises(FileNotFoundError, match="mock://bucket/run/other"):
+        storage.read_bytes(fs, "bucket/run/other")
+
+
+def test_unresolvable_uris_say_what_is_allowed(tmp_path):
+    with pytest.raises(ValueError, match="allowed: a local path, file://, s3://"):
+        ck.save("nope://bucket/ck.npz", sample())
+    with pytest.raises(ValueError, match="cannot resolve"):
+        ck.load("nope://bucket/ck.npz")
