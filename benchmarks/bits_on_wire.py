@@ -6,7 +6,7 @@ table gives the mean bits per coordinate of
 
 * ``elias payload``: what the QSGD paper counts, the 32-bit scale and the bit stream
   (which opens with the number of nonzeros, Elias-coded), i.e. the message without
-  its 41-byte header;
+  its 29-byte header and 12-byte parameter block;
 * ``elias msg`` / ``dense msg``: whole messages, header included;
 * ``bound``: Theorem 3.2 of Alistarh et al. (2017) with the o(1) term dropped,
   ``(3 + 3/2 log2(2(s^2 + d) / (s(s + sqrt d)))) s(s + sqrt d) + 32`` bits, whose
@@ -33,6 +33,7 @@ from benchmarks._common import parse_args, print_table, write_json
 from ray_relu.codecs import get_codec
 from ray_relu.codecs.base import HEADER_SIZE
 from ray_relu.codecs.bitcoding import delta_length, gamma_length, omega_length
+from ray_relu.codecs.qsgd import PARAMS_SIZE
 
 DIMS = (10 ** 2, 10 ** 3, 10 ** 4, 10 ** 5, 10 ** 6)
 GOAL = 1.05
@@ -69,7 +70,7 @@ def measure(d: int, s: int, draws: int, v: np.ndarray) -> tuple[dict, dict]:
                 bits = int(gcode(gaps).sum() + lcode(mags).sum()) + idx.size   # + signs
                 family.setdefault(f"{gname}+{lname}", []).append(bits)
     elias_msg, dense_msg = float(np.mean(e_bits)), float(np.mean(d_bits))
-    payload = elias_msg - 8 * HEADER_SIZE
+    payload = elias_msg - 8 * (HEADER_SIZE + PARAMS_SIZE)
     bound = paper_bound(s, d)
     fp32_msg = 8 * len(get_codec("fp32").encode(v))
     size = {"d": d, "s": s,

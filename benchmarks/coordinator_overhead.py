@@ -12,7 +12,7 @@ round trip, aggregation and bookkeeping. Three candidates per (K, mode), K = 1, 
   everything between two rounds included, and we average the rounds after ``W``
   warm-up rounds (``benchmarks/_fit_timing.py``).
 - **bare**: a fan-out/fan-in loop written here with plain actors whose method returns
-  a precomputed message of the fit's real size (fp32 gradient, 41-byte header
+  a precomputed message of the fit's real size (fp32 gradient, 29-byte header
   included). *master*: ship ``w`` (its fp64 message size), K calls, one ``ray.get``
   of all K, numpy decode + average + step. ``w`` travels the way ``fit`` ships it:
   inline in the call below Ray's 100 KiB inline limit, one ``ray.put`` above;

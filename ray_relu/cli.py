@@ -30,30 +30,55 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+# Codec parameters with a flag of their own (QSGD's); any other: --codec-param.
+CODEC_FLAGS = ("levels", "bucket_size", "norm", "coding")
+
+
 def _codec_options(args: argparse.Namespace) -> dict:
-    if args.codec != "qsgd":
-        given = [f"--{n.replace('_', '-')}" for n in ("levels", "bucket_size", "norm", "coding")
-                 if getattr(args, n) is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)} apply to --codec qsgd only; "
-                             f"got --codec {args.codec}")
-        return {}
-    # Only what was given: anything left out takes QSGD()'s own default.
-    options = {name: getattr(args, name) for name in ("levels", "bucket_size", "norm", "coding")
-               if getattr(args, name) is not None}
-    options["seed"] = args.seed
+    """The keyword arguments of the chosen codec: its flags and --codec-param values
+    that were given (anything left out takes the codec's own default), and the run's
+    seed if the codec takes one. A parameter the codec does not take is an error
+    naming the ones it does."""
+    accepted = _codec_parameters(args.codec)
+    options = _key_values(args.codec_param, "--codec-param")
+    flags = {name: getattr(args, name) for name in CODEC_FLAGS if getattr(args, name) is not None}
+    unknown = [f"--{n.replace('_', '-')}" for n in flags if n not in accepted] + \
+        [f"--codec-param {n}" for n in options if n not in accepted]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not a parameter of --codec {args.codec}; "
+                         f"its parameters: {', '.join(accepted) or 'none'}")
+    options.update(flags)
+    if "seed" in accepted:
+        options.setdefault("seed", args.seed)
     return options
 
 
-def _qsgd_default(name: str):
-    """QSGD's own default for constructor argument ``name`` (the help text quotes it)."""
-    import inspect
-    from .codecs import QSGD
-    return inspect.signature(QSGD).parameters[name].default
+def _codec_parameters(name: str) -> list[str]:
+    """The constructor parameters of registered codec ``name``."""
+    from .codecs import get_codec
+    from .codecs.base import constructor_parameters
+    return constructor_parameters(type(get_codec(name))) or []
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    """``KEY=VALUE`` strings as a dict; values parsed as JSON where they are."""
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} must be KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)      # numbers, true/false, null, lists
+        except ValueError:
+            params[key] = value                  # a plain string
+    return params
 
 
 def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from .codecs import available_codecs, get_codec
     from .models import available_models
+    codecs = available_codecs()
+    levels = get_codec("qsgd").levels                 # QSGD's own default
     data = p.add_argument_group("data (a planted problem, or --data)")
     data.add_argument("--d", type=int, default=1000, help="input dimension (default 1000)")
     data.add_argument("--n", type=int, default=None, help="samples (default 8*d)")
@@ -70,13 +95,15 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
                      "repeatable")
     run.add_argument("--workers", type=int, default=4, help="shard actors K (default 4)")
     run.add_argument("--mode", default="master", choices=["master", "all-to-all"])
-    run.add_argument("--codec", default="fp32", choices=["fp64", "fp32", "fp16", "qsgd"])
+    run.add_argument("--codec", default="fp32", choices=codecs)
+    run.add_argument("--codec-param", action="append", default=[], metavar="KEY=VALUE",
+                     help="a codec parameter, e.g. scale=none (fp16); repeatable")
     run.add_argument("--levels", type=int, default=None,
-                     help=f"QSGD levels s (default {_qsgd_default('levels')})")
+                     help=f"QSGD levels s (default {levels})")
     run.add_argument("--bucket-size", type=int, default=None, help="QSGD bucket size")
     run.add_argument("--norm", default=None, choices=["l2", "max"], help="QSGD scale")
     run.add_argument("--coding", default=None, choices=["auto", "elias", "dense"])
-    run.add_argument("--downlink-codec", default=None, choices=["fp32", "fp16", "qsgd"],
+    run.add_argument("--downlink-codec", default=None, choices=codecs,
                      help="master mode: encode the update sent to workers")
     run.add_argument("--batch-size", type=int, default=None, help="rows per step (default: all)")
     run.add_argument("--step-size", type=float, default=None, help="default: derived")
@@ -104,16 +131,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
 
 def _model(args: argparse.Namespace):
     from .models import get_model
-    params = {}
-    for item in args.model_param:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--model-param must be KEY=VALUE, got {item!r}")
-        try:
-            params[key] = json.loads(value)      # numbers, true/false, lists
-        except ValueError:
-            params[key] = value                  # a plain string
-    return get_model(args.model, **params)
+    return get_model(args.model, **_key_values(args.model_param, "--model-param"))
 
 
 def _problem(args: argparse.Namespace, model):

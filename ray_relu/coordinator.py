@@ -45,7 +45,7 @@ import ray
 from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError
 
 from . import algorithm
-from .codecs import FullPrecision, get_codec
+from .codecs import FullPrecision
 from .codecs.base import HEADER_SIZE
 from .settings import WorkerPlan
 from .worker import ReplicaLost, RoundStats
@@ -114,7 +114,7 @@ class _Coordinator:
         self.round_timeout = round_timeout
         self.K = len(workers)
         self.rel_error = plan.model.error_meter(w_star)
-        self.codec = get_codec(plan.codec)
+        self.codec = plan.codec
         self.exact = FullPrecision("float64")
         self.restarts = 0
         self.t = -1                      # the last round whose record was returned
@@ -166,7 +166,7 @@ class MasterCoordinator(_Coordinator):
 
     def __init__(self, workers, plan, step_size, w_star, round_timeout=None) -> None:
         super().__init__(workers, plan, step_size, w_star, round_timeout)
-        self.downlink = get_codec(plan.downlink) if plan.downlink else None
+        self.downlink = plan.downlink
         self.w: np.ndarray | None = None          # w_{t+1}: what the next round ships
         self._next: tuple[str, list] = ("set", [])   # its kind and per-worker payloads
         self._next_bytes = 0                      # and their total size

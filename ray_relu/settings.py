@@ -37,7 +37,8 @@ class RunConfig:
         ``"leaky"``, ``"logistic"``, ``"hidden"``) or None: the planted problem's model,
         else the paper's ReLU.
     codec : a codec name (:func:`ray_relu.codecs.available_codecs`), a config dict or
-        a :class:`~ray_relu.codecs.Codec` instance; how workers encode their gradients.
+        a :class:`~ray_relu.codecs.Codec` instance (any subclass, registered or not: the
+        object itself is sent to the workers); how workers encode their gradients.
         ``codec_options`` are passed to :func:`ray_relu.codecs.get_codec`.
     workers : number K of shard actors (1 <= K <= n).
     mode : ``"master"`` (the driver aggregates) or ``"all-to-all"`` (workers exchange
@@ -240,15 +241,18 @@ def _split_batches(batch_size: int | None, n: int, K: int) -> tuple[tuple, tuple
     return batch_rows, tuple(mk / m for mk in batch_rows), m
 
 
-# A codec that declares no variance bound is assumed to err by as much as the
-# gradient itself (q = 1): the default step then about halves. Pass step_size to do better.
+# A codec whose variance_bound is None (the default of Codec) is assumed to err by as
+# much as the gradient itself (q = 1): the default step then about halves. Pass
+# step_size to do better.
 UNKNOWN_VARIANCE = 1.0
 
 
 def _variance(codec: Codec, d: int) -> float:
-    bound = getattr(codec, "variance_bound", None)
-    q = bound(d) if bound is not None else None
-    return UNKNOWN_VARIANCE if q is None else q
+    """The codec's ``variance_bound(d)``, or :data:`UNKNOWN_VARIANCE` when it has none."""
+    q = codec.variance_bound(d)
+    if q is None:
+        return UNKNOWN_VARIANCE
+    return check_float(f"{type(codec).__name__}.variance_bound({d})", q, minimum=0.0)
 
 
 def _optimum(source: DataSource, model: Model) -> np.ndarray | None:

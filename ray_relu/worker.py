@@ -34,7 +34,7 @@ import numpy as np
 import ray
 
 from . import algorithm
-from .codecs import FullPrecision, get_codec
+from .codecs import FullPrecision
 from .data import DataSource
 from .settings import WorkerPlan
 
@@ -85,8 +85,8 @@ class ShardWorker:
         self.model = plan.model
         self.rel_error = self.model.error_meter(source.w_star if plan.measure_error
                                                 else None)
-        self.codec = get_codec(plan.codec)
-        self.downlink = get_codec(plan.downlink) if plan.downlink else None
+        self.codec = plan.codec                 # Codec objects, pickled here by Ray
+        self.downlink = plan.downlink
         self.exact = FullPrecision("float64")
         self.w: np.ndarray | None = None
         self.t = -1

@@ -1,8 +1,11 @@
 """A corpus pinning the codecs' bytes: (vector recipe, seed, codec config) -> hashes.
 
-``tests/data/codec_corpus.json`` was written by the pure-numpy codec (format version 2)
-before the compiled kernels replaced it; ``tests/test_codec_kernels.py`` asserts every
-entry still hashes the same. Each case hashes three things:
+``tests/data/codec_corpus.json`` was first written by the pure-numpy codec (format
+version 2) before the compiled kernels replaced it; ``tests/test_codec_kernels.py``
+asserts every entry still hashes the same. Format version 3 moved the codec parameters
+from the shared header into the payloads and the file was rewritten: every ``dec`` hash
+stayed as it was, and every new message was checked to be the version-2 message with
+its header fields rearranged, byte for byte. Each case hashes three things:
 
 * ``msg``: the messages of two successive encodes with one generator (pins the bytes),
 * ``dec``: the decoded float64 vectors (pins the decoder),
@@ -134,7 +137,8 @@ def run_case(case: dict[str, Any]) -> dict[str, str]:
 def main(argv: list[str]) -> None:
     if argv != ["--write"]:
         sys.exit(__doc__)
-    from ray_relu.codecs.base import CODINGS, HEADER_SIZE
+    from ray_relu.codecs.base import HEADER_SIZE
+    from ray_relu.codecs.qsgd import CODINGS
     entries, seen = [], set()
     for case in cases():
         entries.append({**case, **run_case(case)})
@@ -144,7 +148,7 @@ def main(argv: list[str]) -> None:
             from ray_relu.codecs import QSGD
             msg = QSGD(**kw).encode(vector(case["recipe"], case["d"], case["seed"]),
                                     rng=np.random.default_rng(case["seed"]))
-            seen.add(msg[HEADER_SIZE - 11])
+            seen.add(msg[HEADER_SIZE + 9])     # levels u32, bucket u32, norm u8, coding u8
     names = {v: k for k, v in CODINGS.items()}
     assert {names[c] for c in seen} == {"elias", "elias-gamma", "dense"}, seen
     PATH.parent.mkdir(exist_ok=True)

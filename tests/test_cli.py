@@ -37,7 +37,11 @@ def test_fit_json_summary_and_strict_exit_code(capsys):
     (["fit", "--d", "0"], "d must be an integer >= 1"),
     (["fit", "--codec", "int8"], "invalid choice: 'int8'"),
     (["fit", "--mode", "ring"], "invalid choice: 'ring'"),
-    (["fit", "--codec", "fp32", "--levels", "4"], "--levels apply to --codec qsgd only"),
+    (["fit", "--codec", "fp32", "--levels", "4"],
+     "--levels: not a parameter of --codec fp32; its parameters: dtype"),
+    (["fit", "--codec", "fp16", "--levels", "4", "--codec-param", "lvl=3"],
+     "--levels, --codec-param lvl: not a parameter of --codec fp16; its parameters: scale"),
+    (["fit", "--codec", "fp16", "--codec-param", "scale"], "--codec-param must be KEY=VALUE"),
     (["fit", "--codec", "qsgd", "--levels", "0"], "levels"),
     (["fit", "--noise", "nan"], "noise"),
     (["fit", "--data", "/nonexistent/data.parquet"], "/nonexistent/data.parquet"),
@@ -100,6 +104,25 @@ def test_console_script_starts_its_own_local_ray(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["converged"] is True and summary["rel_error"] <= 1e-6
+
+
+def test_codec_choices_and_parameters_come_from_the_registry(monkeypatch, capsys):
+    from ray_relu.cli import build_parser
+    from ray_relu.codecs import FP16, available_codecs, registry
+
+    class Shout(FP16):
+        codec_id = "shout"
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_codec(Shout)
+    fit_parser = build_parser()._subparsers._group_actions[0].choices["fit"]
+    for dest in ("codec", "downlink_codec"):
+        action = next(a for a in fit_parser._actions if a.dest == dest)
+        assert list(action.choices) == available_codecs() and "shout" in action.choices
+    assert main(["fit", "--d", "8", "--n", "40", "--codec", "shout", "--codec-param",
+                 "scale=none", "--iterations", "1", "--workers", "1", "--json",
+                 "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["codec"].startswith("shout(scale=none)")
 
 
 def test_qsgd_without_levels_uses_the_codecs_default(capsys):

@@ -1,8 +1,9 @@
 """The compiled codec kernels: same bytes as the pure-numpy codec they replaced.
 
-``tests/data/codec_corpus.json`` holds hashes written by the numpy codec (see
-``tests/codec_corpus.py``); every one must be reproduced, so the wire format and the
-random stream (same seed, same bytes) are unchanged.
+``tests/data/codec_corpus.json`` holds hashes first written by the numpy codec and
+carried over to format version 3 (see ``tests/codec_corpus.py``); every one must be
+reproduced, so the wire format and the random stream (same seed, same bytes) are
+unchanged. :func:`reference_message` writes the format out bit by bit, independently.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ def test_corpus_hashes_are_reproduced():
 
 
 # --------------------------------------------------------------------------- reference coder
-HEADER = struct.Struct("<4sB8sQIIBBhQ")          # written out independently of base.py
+# The wire format (docs/codecs.md), written out independently of the codecs:
+HEADER = struct.Struct("<4sB8sQQ")               # magic, version, id, d, payload length
+PARAMS = struct.Struct("<IIBBh")                 # qsgd: levels, bucket, norm, coding, exponent
+CODING_AT = HEADER.size + 9
 
 
 def gamma(n: int) -> tuple[str, str]:
@@ -44,7 +48,8 @@ def reference_message(codec: QSGD, v: np.ndarray, seed: int) -> bytes:
     """The message the format spec (qsgd.py's docstring) describes, written bit by bit
     from the quantized levels: slow and obvious, to pin the compiled coder."""
     scales, levels = codec.quantize(v, rng=np.random.default_rng(seed))
-    exponent = struct.unpack_from("<h", codec.encode(v, rng=np.random.default_rng(seed)), 31)[0]
+    msg = codec.encode(v, rng=np.random.default_rng(seed))
+    exponent = struct.unpack_from("<h", msg, HEADER.size + 10)[0]
     f32 = np.ldexp(scales, -exponent).astype("<f4")
     assert np.array_equal(np.ldexp(f32.astype(np.float64), exponent), scales)
     d, s = v.size, codec.levels
@@ -74,11 +79,11 @@ def reference_message(codec: QSGD, v: np.ndarray, seed: int) -> bytes:
     coding = sparse if coding == "elias" else "dense"
     bits = dense if coding == "dense" else streams[coding]
     bits += "0" * (-len(bits) % 8)
-    body = f32.tobytes() + bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8))
     codes = {"elias": 1, "dense": 2, "elias-gamma": 3}
-    return HEADER.pack(b"RRLC", 2, b"qsgd", d, s, codec.bucket_size or 0,
-                       {"l2": 1, "max": 2}[codec.norm], codes[coding], exponent,
-                       len(body)) + body
+    payload = (PARAMS.pack(s, codec.bucket_size or 0, {"l2": 1, "max": 2}[codec.norm],
+                           codes[coding], exponent)
+               + f32.tobytes() + bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)))
+    return HEADER.pack(b"RRLC", 3, b"qsgd", d, len(payload)) + payload
 
 
 def test_messages_are_the_spec_written_out():
@@ -100,7 +105,7 @@ def test_messages_are_the_spec_written_out():
 # --------------------------------------------------------------------------- hostile bytes
 def with_payload_len(msg: bytes) -> bytes:
     """``msg`` with its header's payload length made consistent with its length."""
-    return msg[:33] + struct.pack("<Q", len(msg) - HEADER_SIZE) + msg[HEADER_SIZE:]
+    return msg[:21] + struct.pack("<Q", len(msg) - HEADER_SIZE) + msg[HEADER_SIZE:]
 
 
 @pytest.mark.parametrize("kw, coding", [
@@ -112,7 +117,7 @@ def test_cut_or_extended_bodies_are_rejected_with_a_consistent_header(kw, coding
     d = 5000 if coding == 1 else 300
     msg = codec.encode(np.random.default_rng(0).standard_normal(d),
                        rng=np.random.default_rng(1))
-    assert msg[30] == coding
+    assert msg[CODING_AT] == coding
     for n in range(HEADER_SIZE, len(msg)):
         with pytest.raises(CodecError):
             codec.decode(with_payload_len(msg[:n]))
@@ -123,8 +128,9 @@ def test_cut_or_extended_bodies_are_rejected_with_a_consistent_header(kw, coding
 
 def sparse(body_bits: str, d: int = 10 ** 6, levels: int = 4) -> bytes:
     bits = body_bits + "0" * (-len(body_bits) % 8)
-    body = np.float32(1).tobytes() + int(bits, 2).to_bytes(len(bits) // 8, "big")
-    return HEADER.pack(b"RRLC", 2, b"qsgd", d, levels, 0, 1, 1, 0, len(body)) + body
+    payload = (PARAMS.pack(levels, 0, 1, 1, 0) + np.float32(1).tobytes()
+               + int(bits, 2).to_bytes(len(bits) // 8, "big"))
+    return HEADER.pack(b"RRLC", 3, b"qsgd", d, len(payload)) + payload
 
 
 def test_long_hostile_streams_fail_fast():

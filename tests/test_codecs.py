@@ -20,27 +20,38 @@ import pytest
 
 from ray_relu.codecs import (FP16, QSGD, Codec, CodecError, FullPrecision,
                              available_codecs, get_codec)
-from ray_relu.codecs.base import HEADER_SIZE, MAX_DIM, Header
+from ray_relu.codecs.base import HEADER_SIZE, MAX_DIM
 
-HEADER_BITS = 8 * HEADER_SIZE
 NAMES = ("fp64", "fp32", "fp16", "qsgd")
-HEADER_FMT = struct.Struct("<4sB8sQIIBBhQ")      # written out independently of base.py
+# The wire format (docs/codecs.md), written out independently of the codecs:
+HEADER_FMT = struct.Struct("<4sB8sQQ")      # magic, version, id, d, payload length
+QSGD_FMT = struct.Struct("<IIBBh")          # levels, bucket, norm, coding, exponent
+QSGD_START = HEADER_SIZE + QSGD_FMT.size    # where a qsgd message's scales begin
+CODING_AT = HEADER_SIZE + 9                 # the coding byte of a qsgd message
+EXPONENT_AT = {"qsgd": HEADER_SIZE + 10, "fp16": HEADER_SIZE}
 
 
-def raw_header(magic=b"RRLC", version=2, codec_id=b"qsgd", d=8, levels=4, bucket=0,
-               norm=1, coding=1, exponent=0, payload_len=0) -> bytes:
-    return HEADER_FMT.pack(magic, version, codec_id, d, levels, bucket, norm, coding,
-                           exponent, payload_len)
+def raw_header(magic=b"RRLC", version=3, codec_id=b"qsgd", d=8, payload_len=0) -> bytes:
+    return HEADER_FMT.pack(magic, version, codec_id, d, payload_len)
+
+
+def qsgd_message(body: bytes, levels=4, bucket=0, norm=1, coding=1, exponent=0,
+                 payload_len=None, **header) -> bytes:
+    """A qsgd message: header, parameter block, then ``body`` (scales and bits)."""
+    payload = QSGD_FMT.pack(levels, bucket, norm, coding, exponent) + body
+    return raw_header(payload_len=len(payload) if payload_len is None else payload_len,
+                      **header) + payload
 
 
 def header_exponent(msg: bytes) -> int:
-    return struct.unpack_from("<h", msg, 31)[0]
+    """The scale exponent of a qsgd or fp16 message."""
+    return struct.unpack_from("<h", msg, EXPONENT_AT[msg[5:13].rstrip(b"\0").decode()])[0]
 
 
 def with_payload_len(msg: bytes) -> bytes:
     """``msg`` (header and payload) with the header's payload length fixed up to the
     real one, so that the codec's own payload checks, not the header's, must object."""
-    fixed = msg[:33] + struct.pack("<Q", len(msg) - HEADER_SIZE) + msg[HEADER_SIZE:]
+    fixed = msg[:21] + struct.pack("<Q", len(msg) - HEADER_SIZE) + msg[HEADER_SIZE:]
     assert len(fixed) == len(msg) and fixed[HEADER_SIZE:] == msg[HEADER_SIZE:]
     return fixed
 
@@ -251,7 +262,7 @@ def test_fp16_equals_numpy_round_to_nearest():
     v = v[np.abs(v) < 65520]
     codec = get_codec("fp16", scale="none")
     msg = codec.encode(v)
-    assert len(msg) == HEADER_SIZE + 2 * v.size
+    assert len(msg) == HEADER_SIZE + 2 + 2 * v.size           # header, exponent, halves
     out = codec.decode(msg)
     expected = v.astype(np.float16)
     np.testing.assert_array_equal(out.astype(np.float16).view(np.uint16), expected.view(np.uint16))
@@ -537,7 +548,7 @@ def test_elias_bits_within_the_paper_bound(d):
     v = rng.standard_normal(d)
     for s in sorted({1, 2, 4, 16, int(math.isqrt(d))}):
         _, sizes = draw(QSGD(levels=s, coding="elias"), v, 20, seed=s)
-        payload_bits = 8 * (sizes - HEADER_SIZE)            # the scale, count and stream
+        payload_bits = 8 * (sizes - QSGD_START)             # the scale, count and stream
         assert payload_bits.mean() <= paper_bits_bound(s, d), (s, d)
         fp32_bits = 8 * len(get_codec("fp32").encode(v))
         if d >= 1000:
@@ -552,9 +563,9 @@ def test_sqrt_d_levels_use_under_the_papers_bits():
     v = np.random.default_rng(0).standard_normal(d)
     codec = QSGD(levels=64, coding="elias")
     _, sizes = draw(codec, v, 10, seed=0)
-    per_coord = 8 * (sizes.mean() - HEADER_SIZE) / d
+    per_coord = 8 * (sizes.mean() - QSGD_START) / d
     assert per_coord < 2.8
-    assert codec.encode(v)[30] == 3                       # gamma-coded gaps won here
+    assert codec.encode(v)[CODING_AT] == 3                       # gamma-coded gaps won here
     assert per_coord < paper_bits_bound(64, d) / d / 2   # the general formula: ~9 bits
 
 
@@ -566,7 +577,7 @@ def test_dense_message_size_is_exact(levels, width):
         codec = QSGD(levels=levels, bucket_size=bucket, coding="dense")
         msg = codec.encode(sample_vector(d, seed=d), rng=np.random.default_rng(0))
         nb = 1 if bucket is None else -(-d // bucket)
-        assert len(msg) == HEADER_SIZE + 4 * nb + -(-d * width // 8), (levels, d, bucket)
+        assert len(msg) == QSGD_START + 4 * nb + -(-d * width // 8), (levels, d, bucket)
 
 
 # --------------------------------------------------------------------------- QSGD: exactness
@@ -626,7 +637,7 @@ def test_zero_vector(kwargs):
         np.testing.assert_array_equal(codec.decode(msg), np.zeros(d))
         if codec.coding != "dense":
             nb = 1 if codec.bucket_size is None else -(-d // codec.bucket_size)
-            assert len(msg) == HEADER_SIZE + 4 * nb + 1
+            assert len(msg) == QSGD_START + 4 * nb + 1
     for name in ("fp64", "fp32", "fp16"):
         c = get_codec(name)
         np.testing.assert_array_equal(c.decode(c.encode(np.zeros(7))), np.zeros(7))
@@ -648,7 +659,7 @@ def test_bucket_tails_and_large_buckets():
     for coding in ("elias", "dense"):
         codec = QSGD(levels=1000, bucket_size=4, coding=coding)
         msg = codec.encode(v, rng=np.random.default_rng(0))
-        scales = np.ldexp(np.frombuffer(msg[HEADER_SIZE:HEADER_SIZE + 12], dtype="<f4")
+        scales = np.ldexp(np.frombuffer(msg[QSGD_START:QSGD_START + 12], dtype="<f4")
                           .astype(np.float64), header_exponent(msg))
         np.testing.assert_allclose(scales, [200.0, 0.02, math.sqrt(5) * 1e-5], rtol=1e-7)
         assert np.all(scales >= [200.0, 0.02, math.sqrt(5) * 1e-5])          # rounded up
@@ -660,7 +671,7 @@ def test_bucket_tails_and_large_buckets():
     for bucket in (10, 11, 10 ** 6):        # a bucket at least d long is one bucket
         one = QSGD(levels=3, bucket_size=bucket).encode(v, rng=np.random.default_rng(1))
         whole = QSGD(levels=3).encode(v, rng=np.random.default_rng(1))
-        assert len(one) == len(whole) and one[HEADER_SIZE:] == whole[HEADER_SIZE:]
+        assert len(one) == len(whole) and one[HEADER_SIZE + 8:] == whole[HEADER_SIZE + 8:]
         np.testing.assert_array_equal(QSGD(levels=3, bucket_size=bucket).decode(one),
                                       QSGD(levels=3).decode(whole))
     codec = QSGD(levels=1, bucket_size=1)             # bucket 1: Q(v) = v for float32 input
@@ -773,11 +784,15 @@ def test_every_truncation_and_extension_is_rejected():
 
 def test_header_corruption_is_rejected():
     for codec, msg in small_messages():
-        # d (bytes 13-20) may stay valid for sparse bodies; the scale exponent (31-32)
-        # of a qsgd or scaled fp16 message is a parameter like the scales themselves
+        # d (bytes 13-20) may stay valid for sparse bodies; the scale exponent of a qsgd
+        # or scaled fp16 message is a parameter like the scales themselves. The rest of
+        # the header and of the qsgd parameter block must be rejected when changed.
         scaled = isinstance(codec, QSGD) or getattr(codec, "scale", "none") == "auto"
-        free = set(range(13, 21)) | ({31, 32} if scaled else set())
-        for pos in range(HEADER_SIZE):
+        at = EXPONENT_AT.get(codec.codec_id)
+        free = set(range(13, 21)) | ({at, at + 1} if scaled else set())
+        checked = QSGD_START if isinstance(codec, QSGD) else \
+            HEADER_SIZE + 2 if codec.codec_id == "fp16" else HEADER_SIZE
+        for pos in range(checked):
             if pos in free:
                 continue
             for xor in (0x01, 0x80, 0xFF):
@@ -806,7 +821,8 @@ def test_random_payload_flips_never_crash():
     (dict(magic=b"RRLD"), "magic"),
     (dict(magic=b"\0\0\0\0"), "magic"),
     (dict(version=1), "version 1"),
-    (dict(version=3), "version 3"),
+    (dict(version=2), "version 2"),
+    (dict(version=4), "version 4"),
     (dict(version=0), "version 0"),
     (dict(codec_id=b"fp32"), "'fp32'"),
     (dict(codec_id=b"\xffqsgd"), "codec id"),
@@ -818,24 +834,33 @@ def test_random_payload_flips_never_crash():
     (dict(d=0), "d=0"),
     (dict(d=MAX_DIM + 1), "impossible dimension"),
     (dict(d=2 ** 64 - 1), "impossible dimension"),
-    (dict(norm=7), "norm"),
-    (dict(coding=9), "coding"),
-    (dict(norm=0), "norm"),
-    (dict(coding=0), "coding"),
-    (dict(levels=0), "levels"),
+    (dict(norm=7), r"norm code 7; allowed: 1 \(l2\), 2 \(max\)"),
+    (dict(coding=9), r"coding code 9; allowed: 1 \(elias\), 2 \(dense\), 3 \(elias-gamma\)"),
+    (dict(norm=0), "norm code 0"),
+    (dict(coding=0), "coding code 0"),
+    (dict(levels=0), "levels=0 in the message; allowed: >= 1"),
     (dict(levels=5), "levels=5"),
     (dict(bucket=3), "bucket_size=3"),
     (dict(norm=2), "norm='max'"),
     (dict(payload_len=2 ** 64 - 1), "truncated"),
     (dict(payload_len=2 ** 40), "truncated"),
+    (dict(payload_len=1), "trailing bytes"),
 ])
 def test_hostile_qsgd_headers(fields, match):
     codec = QSGD(levels=4)
     body = np.float32(1.0).tobytes() + b"\x80"                    # count 0: delta(1) = "1"
-    params = dict(payload_len=len(body))
-    params.update(fields)
+    codec.decode(qsgd_message(body))                             # valid as it stands
     with pytest.raises(CodecError, match=match):
-        codec.decode(raw_header(**params) + body)
+        codec.decode(qsgd_message(body, **fields))
+
+
+def test_a_payload_too_short_for_the_parameter_block_is_named():
+    for n in range(QSGD_FMT.size):
+        with pytest.raises(CodecError, match="cannot hold the 12-byte qsgd parameter block"):
+            QSGD(levels=4).decode(raw_header(payload_len=n) + bytes(n))
+    for n in range(2):
+        with pytest.raises(CodecError, match="cannot hold the 2-byte scale exponent"):
+            FP16().decode(raw_header(codec_id=b"fp16", d=1, payload_len=n) + bytes(n))
 
 
 def test_wrong_codec_is_named():
@@ -852,38 +877,38 @@ def test_wrong_codec_is_named():
         QSGD(levels=5).decode(q)
 
 
-def test_raw_codec_headers_must_be_plain():
+def raw_message(name: str, d: int, payload: bytes) -> bytes:
+    return raw_header(codec_id=name.encode(), d=d, payload_len=len(payload)) + payload
+
+
+def test_raw_codec_payloads_are_checked():
     v = np.ones(4)
-    for name, size in (("fp64", 8), ("fp32", 4), ("fp16", 2)):
+    for name, size, block in (("fp64", 8, 0), ("fp32", 4, 0), ("fp16", 2, 2)):
         codec = plain(name)
-        payload = codec.encode(v)[HEADER_SIZE:]
-        for fields in (dict(levels=1), dict(bucket=2), dict(norm=1), dict(coding=1),
-                       dict(exponent=1), dict(exponent=-1)):
-            base = dict(codec_id=name.encode(), d=4, levels=0, bucket=0, norm=0, coding=0,
-                        payload_len=len(payload))
-            base.update(fields)
-            with pytest.raises(CodecError, match="no parameters"):
-                codec.decode(raw_header(**base) + payload)
+        msg = codec.encode(v)
+        assert len(msg) == HEADER_SIZE + block + size * 4          # the block, then values
+        payload = msg[HEADER_SIZE:]
         for d in (3, 5, MAX_DIM):                        # payload size must match d
-            msg = raw_header(codec_id=name.encode(), d=d, levels=0, norm=0, coding=0,
-                             payload_len=len(payload)) + payload
-            with pytest.raises(CodecError, match=f"must be {d * size} bytes"):
-                codec.decode(msg)
-    for name, bits in (("fp64", np.float64), ("fp32", np.float32), ("fp16", np.float16)):
-        payload = np.array([1.0, np.nan], dtype=bits).tobytes()
-        msg = raw_header(codec_id=name.encode(), d=2, levels=0, norm=0, coding=0,
-                         payload_len=len(payload)) + payload
+            with pytest.raises(CodecError, match=f"d={d} must be {d * size} bytes"):
+                codec.decode(raw_message(name, d, payload))
+        for extra in (b"\0\0", b"\0" * size):      # e.g. an fp16 block fed to fp32
+            with pytest.raises(CodecError, match=f"must be {4 * size} bytes"):
+                codec.decode(raw_message(name, 4, payload + extra))
+    for name, bits, block in (("fp64", np.float64, b""), ("fp32", np.float32, b""),
+                              ("fp16", np.float16, b"\0\0")):
+        payload = block + np.array([1.0, np.nan], dtype=bits).tobytes()
         with pytest.raises(CodecError, match="NaN or inf"):
-            get_codec(name).decode(msg)
-    # scaled fp16 carries its power of two in the exponent field, and nothing else
-    payload = np.ones(4, dtype=np.float16).tobytes()
-    ok = raw_header(codec_id=b"fp16", d=4, levels=0, norm=0, coding=0, exponent=-3,
-                    payload_len=len(payload)) + payload
+            get_codec(name).decode(raw_message(name, 2, payload))
+    # fp16 opens its payload with its power of two: int16, little-endian
+    halves = np.ones(4, dtype=np.float16).tobytes()
+    ok = raw_message("fp16", 4, struct.pack("<h", -3) + halves)
     np.testing.assert_array_equal(get_codec("fp16").decode(ok), np.full(4, 0.125))
-    bad = raw_header(codec_id=b"fp16", d=4, levels=1, norm=0, coding=0, exponent=-3,
-                     payload_len=len(payload)) + payload
-    with pytest.raises(CodecError, match="no parameters"):
-        get_codec("fp16").decode(bad)
+    with pytest.raises(CodecError, match=r"exponent -3 is not allowed; allowed: 0 "):
+        FP16(scale="none").decode(ok)
+    for e in (1101, -1101, 32767):
+        with pytest.raises(CodecError, match=rf"exponent {e} is not allowed; allowed: "
+                                             r"-1100\.\.1100"):
+            FP16().decode(raw_message("fp16", 4, struct.pack("<h", e) + halves))
 
 
 def sparse_message(count: int, stream: str, d: int = 8, scale: float = 1.0) -> bytes:
@@ -893,7 +918,7 @@ def sparse_message(count: int, stream: str, d: int = 8, scale: float = 1.0) -> b
     stream = stream + "0" * (-len(stream) % 8)
     body = (np.float32(scale).tobytes()
             + bytes(int(stream[i:i + 8], 2) for i in range(0, len(stream), 8)))
-    return raw_header(d=d, levels=4, norm=1, coding=1, payload_len=len(body)) + body
+    return qsgd_message(body, d=d)
 
 
 def test_hand_written_elias_streams():
@@ -907,10 +932,10 @@ def test_hand_written_elias_streams():
     np.testing.assert_array_equal(codec.decode(sparse_message(1, "110")), [0.25] + [0] * 7)
     # coding 3 (elias-gamma): the gap is gamma(3) = "011" itself, no fourth section
     gamma_gaps = bytearray(sparse_message(1, "0101" + "11" + "1"))
-    gamma_gaps[30] = 3
+    gamma_gaps[CODING_AT] = 3
     np.testing.assert_array_equal(codec.decode(bytes(gamma_gaps)), [0, 0, -0.75, 0, 0, 0, 0, 0])
     with pytest.raises(CodecError, match="trailing|padding|ran out"):
-        codec.decode(bytes(ok[:30]) + b"\x03" + ok[31:])     # a delta stream read as gamma
+        codec.decode(bytes(ok[:CODING_AT]) + b"\x03" + ok[CODING_AT + 1:])     # a delta stream read as gamma
     cases = {
         "nonzeros, impossible": sparse_message(2 ** 32 - 1, "1"),
         "nonzeros, impossible for d": sparse_message(9, "1" * 64),
@@ -930,12 +955,11 @@ def test_hand_written_elias_streams():
     nan_scale = sparse_message(1, "0101" + "01" + "1" + "1", scale=np.nan)
     with pytest.raises(CodecError, match="finite"):
         codec.decode(nan_scale)
-    too_short = raw_header(d=8, levels=4, payload_len=3) + b"\0\0\0"
+    too_short = qsgd_message(b"\0\0\0")
     with pytest.raises(CodecError, match="scales"):
         codec.decode(too_short)
     for bad_count in (b"", b"\0\0", b"\0" * 9, b"\x04"):   # missing, no one, too long
-        msg = raw_header(d=8, levels=4, payload_len=4 + len(bad_count)) \
-            + np.float32(1).tobytes() + bad_count
+        msg = qsgd_message(np.float32(1).tobytes() + bad_count)
         with pytest.raises(CodecError, match="count"):
             codec.decode(msg)
     np.testing.assert_array_equal(codec.decode(sparse_message(0, "")), np.zeros(8))
@@ -946,10 +970,8 @@ def test_hand_written_elias_streams():
 
 def test_hand_written_dense_bodies():
     codec = QSGD(levels=4)                                  # 4 bits: sign + 3 level bits
-    head = dict(d=3, levels=4, norm=1, coding=2, payload_len=4 + 2)
-
     def msg(codes):
-        return raw_header(**head) + np.float32(2.0).tobytes() + bytes(codes)
+        return qsgd_message(np.float32(2.0).tobytes() + bytes(codes), d=3, coding=2)
 
     np.testing.assert_array_equal(codec.decode(msg([0x1C, 0x00])), [0.5, -2.0, 0.0])
     with pytest.raises(CodecError, match="exceeds levels"):
@@ -959,8 +981,7 @@ def test_hand_written_dense_bodies():
     with pytest.raises(CodecError, match="padding"):
         codec.decode(msg([0x10, 0x01]))
     with pytest.raises(CodecError, match="must be 2 bytes"):
-        codec.decode(raw_header(**{**head, "payload_len": 7}) + np.float32(2).tobytes()
-                     + b"\0\0\0")
+        codec.decode(qsgd_message(np.float32(2).tobytes() + b"\0\0\0", d=3, coding=2))
 
 
 def test_buffer_types():
@@ -983,7 +1004,7 @@ def test_buffer_types():
 def test_max_dim_rejects_large_announced_vectors_before_allocating():
     codec = QSGD(levels=4)
     body = np.float32(1.0).tobytes() + b"\x80"                    # count 0: delta(1) = "1"
-    hostile = raw_header(d=MAX_DIM, payload_len=len(body)) + body     # a valid empty message
+    hostile = qsgd_message(body, d=MAX_DIM)                        # a valid empty message
     with pytest.raises(CodecError, match="max_dim"):
         codec.decode(hostile, max_dim=10 ** 6)
     v = sample_vector(100)
@@ -1036,8 +1057,8 @@ def test_elias_stream_is_the_textbook_code_regrouped(levels, d, gap_code):
     _, levels = codec.quantize(v, rng=np.random.default_rng(4))
     idx = np.flatnonzero(levels)
     gaps = np.diff(idx, prepend=-1)
-    assert msg[30] == gap_code                  # 1: delta-coded gaps, 3: gamma-coded
-    gamma_gaps = msg[30] == 3
+    assert msg[CODING_AT] == gap_code                  # 1: delta-coded gaps, 3: gamma-coded
+    gamma_gaps = msg[CODING_AT] == 3
     gap_words = [gamma_bits(int(g)) if gamma_gaps else delta_bits(int(g)) for g in gaps]
     level_words = [gamma_bits(int(abs(l))) for l in levels[idx]]
     words = []                            # the 2k gamma codewords, in order
@@ -1050,7 +1071,7 @@ def test_elias_stream_is_the_textbook_code_regrouped(levels, d, gap_code):
     stream = delta_bits(idx.size + 1) + unary + tails + signs + lows
     assert len(stream) == (len(delta_bits(idx.size + 1)) + sum(map(len, gap_words))
                            + sum(map(len, level_words)) + len(signs))
-    bits = "".join(f"{b:08b}" for b in msg[HEADER_SIZE + 4:])
+    bits = "".join(f"{b:08b}" for b in msg[QSGD_START + 4:])
     assert bits == stream + "0" * (-len(stream) % 8)
 
 

@@ -2,7 +2,9 @@
 
 Every mutated message must either raise :class:`CodecError` or decode to a finite
 float64 vector of the length its header announces; nothing else (no other exception,
-no warning, no hang, no large allocation) is acceptable.
+no warning, no hang, no large allocation) is acceptable. Mutations reach the shared
+header (format version 3) and each codec's own parameter block (qsgd's levels, bucket,
+norm, coding and exponent; fp16's exponent) as well as the bodies.
 """
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ from ray_relu.codecs.base import HEADER_SIZE
 MAX_DIM = 1 << 16          # what the fuzz loop allows a decoder to allocate (x 8 bytes)
 EXTREME = [0, 1, 2, 3, 7, 8, 255, 256, 2 ** 15, 2 ** 16 - 1, 2 ** 31 - 1, 2 ** 31,
            2 ** 32 - 1, 2 ** 32, 2 ** 63, 2 ** 64 - 1]
-# (offset, struct format) of the header fields
-FIELDS = [(5, "<8s"), (13, "<Q"), (21, "<I"), (25, "<I"), (29, "<B"), (30, "<B"),
-          (31, "<h"), (33, "<Q")]
+# (offset, struct format) of the header fields (id, d; the payload length is at 21)
+# and of each codec's parameter block, which opens its payload
+LENGTH_AT = 21
+HEADER_FIELDS = [(5, "<8s"), (13, "<Q"), (LENGTH_AT, "<Q")]
+BLOCK_FIELDS = {"qsgd": [(29, "<I"), (33, "<I"), (37, "<B"), (38, "<B"), (39, "<h")],
+                "fp16": [(29, "<h")], "fp32": [], "fp64": []}
+BLOCK_SIZE = {"qsgd": 12, "fp16": 2, "fp32": 0, "fp64": 0}
+
+
+def set_length(b: bytearray, n: int) -> None:
+    """Write ``n`` into the header's payload length field."""
+    b[LENGTH_AT:LENGTH_AT + 8] = struct.pack("<Q", n)
 
 
 def message_pool() -> list[tuple[Codec, bytes]]:
@@ -43,7 +54,7 @@ def message_pool() -> list[tuple[Codec, bytes]]:
     return pool
 
 
-def mutate(msg: bytes, rng: np.random.Generator) -> bytes:
+def mutate(msg: bytes, rng: np.random.Generator, codec_id: str) -> bytes:
     """One to three random edits; half the time the payload length is made consistent
     again so that the payload parsers, not only the header check, get exercised."""
     b = bytearray(msg)
@@ -64,8 +75,9 @@ def mutate(msg: bytes, rng: np.random.Generator) -> bytes:
                 del b[pos]
             else:
                 b.insert(pos, int(rng.integers(0, 256)))
-        elif kind == 5 and len(b) >= HEADER_SIZE:            # extreme header field
-            off, fmt = FIELDS[int(rng.integers(1, len(FIELDS)))]
+        elif kind == 5 and len(b) >= HEADER_SIZE + BLOCK_SIZE[codec_id]:
+            fields = HEADER_FIELDS[1:] + BLOCK_FIELDS[codec_id]   # extreme field value
+            off, fmt = fields[int(rng.integers(0, len(fields)))]
             size = struct.calcsize(fmt)
             value = int(rng.choice(EXTREME)) % (1 << (8 * size))
             if fmt == "<h":
@@ -79,7 +91,7 @@ def mutate(msg: bytes, rng: np.random.Generator) -> bytes:
             stop = min(len(b), start + int(rng.integers(1, 8)))
             b[start:stop] = bytes([0 if rng.random() < 0.5 else 255]) * (stop - start)
     if len(b) >= HEADER_SIZE and rng.random() < 0.5:
-        b[33:41] = struct.pack("<Q", len(b) - HEADER_SIZE)
+        set_length(b, len(b) - HEADER_SIZE)
     return bytes(b)
 
 
@@ -118,7 +130,7 @@ def test_mutated_messages_raise_codec_error_or_decode_cleanly():
             warnings.simplefilter("error")
             for _ in range(6000):
                 codec, msg = pool[int(rng.integers(0, len(pool)))]
-                decoded += check_outcome(codec, mutate(msg, rng))
+                decoded += check_outcome(codec, mutate(msg, rng, codec.codec_id))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -128,18 +140,23 @@ def test_mutated_messages_raise_codec_error_or_decode_cleanly():
 
 @pytest.mark.timeout(120)
 def test_random_bytes_after_a_valid_header():
-    """Bodies of pure noise behind every kind of valid header."""
+    """Payloads of pure noise behind every kind of valid header, and bodies of pure
+    noise behind a valid header and parameter block (so the body parsers, not only the
+    block checks, see them)."""
     rng = np.random.default_rng(7)
     pool = message_pool()
+    decoded = 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for _ in range(3000):
+        for i in range(3000):
             codec, msg = pool[int(rng.integers(0, len(pool)))]
+            keep = HEADER_SIZE + (BLOCK_SIZE[codec.codec_id] if i % 2 else 0)
             n = int(rng.integers(0, 64))
-            body = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-            head = bytearray(msg[:HEADER_SIZE])
-            head[33:41] = struct.pack("<Q", n)
-            check_outcome(codec, bytes(head) + body)
+            noise = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+            head = bytearray(msg[:keep])
+            set_length(head, keep - HEADER_SIZE + n)
+            decoded += check_outcome(codec, bytes(head) + noise)
+    assert decoded > 0                               # a few noise bodies are valid
 
 
 @pytest.mark.timeout(120)
@@ -167,7 +184,9 @@ def test_random_round_trips():
                                           err_msg=f"case {case}: {codec!r}, d={d}")
             assert np.all(np.abs(levels) <= s)
             assert np.all(levels[v == 0] == 0) and np.all(levels * np.sign(v) >= 0)
-            assert len(msg) == HEADER_SIZE + struct.unpack_from("<Q", msg, 33)[0]
+            assert len(msg) == HEADER_SIZE + struct.unpack_from("<Q", msg, LENGTH_AT)[0]
+            assert struct.unpack_from("<IIB", msg, HEADER_SIZE) == \
+                (s, bucket or 0, {"l2": 1, "max": 2}[codec.norm])     # the parameter block
             # any other codec refuses the message cleanly
             with pytest.raises(CodecError):
                 get_codec("fp32").decode(msg)
@@ -186,11 +205,11 @@ def test_payload_length_edits_always_raise_codec_error():
             cuts = {int(c) for c in rng.integers(0, payload, size=6)} | {0, payload - 1}
             for n in sorted(cuts):
                 edited = bytearray(msg[:HEADER_SIZE + n])
-                edited[33:41] = struct.pack("<Q", n)
+                set_length(edited, n)
                 out = decode_or_codec_error(codec, bytes(edited))
                 assert isinstance(out, CodecError), f"{codec!r} decoded a payload cut to {n} bytes"
             for extra in (1, 2, 8, int(rng.integers(1, 64))):
                 edited = bytearray(msg + rng.integers(0, 256, extra, dtype=np.uint8).tobytes())
-                edited[33:41] = struct.pack("<Q", payload + extra)
+                set_length(edited, payload + extra)
                 out = decode_or_codec_error(codec, bytes(edited))
                 assert isinstance(out, CodecError), f"{codec!r} decoded {extra} appended bytes"

@@ -94,12 +94,14 @@ def test_bytes_are_the_real_message_sizes(codec):
     problem = PlantedReLU(d=d, n=300, seed=0)
     message = len(get_codec(codec).encode(np.ones(d)))
     w_message = len(get_codec("fp64").encode(np.ones(d)))
+    # a 29-byte header, fp16's 2-byte exponent block, the values
+    assert (message, w_message) == ({"fp32": 229, "fp16": 131}[codec], 429)
     master = fit(problem, codec=codec, workers=K, iterations=5, tol=0, progress=False)
     up, down = np.asarray(master.history.column("bytes_up")), \
         np.asarray(master.history.column("bytes_down"))
     assert np.all(up[1:] == K * message)
     # w_0 goes down in float64; then w_t in whichever exact form is shorter: w itself,
-    # or the K - 1 other workers' gradient messages (fp16: 2 x 141 < 441 bytes).
+    # or the K - 1 other workers' gradient messages (fp16: 2 x 131 < 429 bytes).
     assert down[0] == K * w_message
     relayed = (K - 1) * K * message
     assert np.all(down[1:] == min(K * w_message, relayed))
@@ -121,12 +123,12 @@ def test_bytes_are_the_real_message_sizes(codec):
 def test_summary_bytes_add_up_with_the_startup_exchange():
     """Issue 16: bytes_per_iteration is not total_bytes / iterations; the difference is
     the start-up exchange (history row 0), named startup_bytes. d = 200, K = 2
-    all-to-all: the two workers swap their float64 moment sums, 2 x (8d + 41) bytes."""
+    all-to-all: the two workers swap their float64 moment sums, 2 x (8d + 29) bytes."""
     d = 200
     result = fit(PlantedReLU(d=d, n=1600, seed=0), codec="qsgd", codec_options={"levels": 4},
                  workers=2, mode="all-to-all", tol=1e-6, progress=False)
     s = result.summary()
-    assert s["startup_bytes"] == 2 * (8 * d + 41)
+    assert s["startup_bytes"] == 2 * (8 * d + 29)
     T = s["iterations"]
     assert T > 10
     assert s["total_bytes"] == s["startup_bytes"] + round(T * s["bytes_per_iteration"])

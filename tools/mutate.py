@@ -51,6 +51,7 @@ MODEL = ("tests/test_models.py",)
 CHECKPOINT = ("tests/test_checkpoint.py",)
 CODECS = ("tests/test_codecs.py", "-k", "not qsgd_is_unbiased and not extreme_magnitudes "
           "and not bucket_variance")
+CODEC_VALUES = ("tests/test_codec_values.py", "-k", "not on_ray and not downlink")
 CODECS_STATS = ("tests/test_codecs.py", "-k", "qsgd_is_unbiased or biased_quantizer")
 FUZZ = ("tests/test_codecs_fuzz.py",)
 KERNELS = ("tests/test_codec_kernels.py",)     # pins the bitstream, byte for byte
@@ -193,7 +194,7 @@ MUTATIONS = [
     Mutation("max_dim off by one", BASE, "header.d > max_dim:", "header.d > max_dim + 1:",
              CODECS),
     Mutation("raw payload size not checked", RAW,
-             "if header.payload_len != expected:", "if header.payload_len < expected:",
+             "if payload.size != expected:", "if payload.size < expected:",
              CODECS),
     Mutation("raw decoder lets NaN through", RAW,
              "if not np.isfinite(out).all():        # the encoder",
@@ -204,6 +205,17 @@ MUTATIONS = [
     Mutation("fp16 scale one power of two too high", FP16,
              "return math.frexp(peak)[1] - _TOP_EXPONENT",
              "return math.frexp(peak)[1] - _TOP_EXPONENT + 1", CODECS),
+    Mutation("fp16 scale exponent not checked", RAW,
+             "if not self._exponent_ok(exponent):", "if False:", CODECS),
+    Mutation("from_config passes unknown keys through", BASE,
+             "unknown = sorted(set(config) - set(allowed)) if allowed is not None else []",
+             "unknown = []", CODEC_VALUES),
+    Mutation("a user codec's forgotten constructor argument goes unnoticed", BASE,
+             "            if not hasattr(self, name):", "            if False:",
+             CODEC_VALUES),
+    Mutation("QSGD decodes a message of other levels, bucket or norm", Q,
+             "if (self.levels, self.bucket_size or 0, self.norm) != (levels, bucket, norm):",
+             "if False:", CODECS),
     Mutation("fp32 config: id and dtype may disagree", FULL,
              "if dtype != by_id[codec_id]:", "if False:", CODECS),
     # ---- codecs: QSGD and bit coding

@@ -1,12 +1,17 @@
 """Gradient codecs: full precision, fp16 and QSGD, behind a numcodecs-style interface.
 
 Numpy, with compiled (numba) kernels for QSGD; knows nothing of the model. ``encode``
-gives self-describing bytes (the number of bytes on the wire is ``len`` of them),
-``decode`` gives a float64 vector::
+gives bytes (the number of bytes on the wire is ``len`` of them), ``decode`` gives a
+float64 vector::
 
     codec = get_codec("qsgd", levels=16, seed=0)
     msg = codec.encode(grad)
     approx = codec.decode(msg)
+
+Your own codec implements ``codec_id``, ``encode(vec, rng=None)`` and
+``decode(buf, max_dim=None)``; config, equality, repr and the variance bound have
+defaults. The contract is written down in :mod:`ray_relu.codecs.base`, the wire
+formats in ``docs/codecs.md``.
 """
 
 from .base import Codec, CodecError

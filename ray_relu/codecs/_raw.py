@@ -1,18 +1,23 @@
-"""Shared machinery for the exact float codecs (fp64, fp32, fp16): header + raw array."""
+"""Shared machinery for the exact float codecs (fp64, fp32, fp16): the vector cast to a
+float type, after an optional scale-exponent block (fp16's)."""
 
 from __future__ import annotations
 
-from typing import Any
+import struct
 
 import numpy as np
 
-from .base import Codec, CodecError, Header, HEADER_SIZE, check_vector, non_finite_error
+from .base import Codec, CodecError, check_vector, non_finite_error, split_block
+
+_EXPONENT = struct.Struct("<h")
 
 
 class RawFloatCodec(Codec):
-    """Header followed by the vector cast to ``self._dtype`` (little-endian)."""
+    """Payload: [int16 exponent ``e`` if ``_scaled``] then the vector divided by
+    ``2**e``, cast to ``self._dtype`` (little-endian)."""
 
     _dtype: np.dtype
+    _scaled = False            # whether the payload opens with a scale exponent
 
     def encode(self, vec: np.ndarray, *, rng: np.random.Generator | None = None) -> bytes:
         """Cast ``vec`` to this codec's float type; ``rng`` is ignored (exact codec)."""
@@ -31,10 +36,9 @@ class RawFloatCodec(Codec):
         exponent = self._exponent_for(arr)
         if exponent:
             arr = np.ldexp(arr, -exponent)        # a power of two: exact in float64
-        payload = arr.astype(self._dtype.newbyteorder("<"), copy=False).tobytes()
-        header = Header(self.codec_id, arr.size, 0, 0, "none", "raw", len(payload),
-                        exponent)
-        return header.pack() + payload
+        values = arr.astype(self._dtype.newbyteorder("<"), copy=False).tobytes()
+        block = _EXPONENT.pack(exponent) if self._scaled else b""
+        return self.pack_message(arr.size, block, values)
 
     def _exponent_for(self, arr: np.ndarray) -> int:
         """Power of two the payload is scaled by (``v = payload * 2**e``); 0: none."""
@@ -43,26 +47,24 @@ class RawFloatCodec(Codec):
     def decode(self, buf: bytes | bytearray | memoryview, *,
                max_dim: int | None = None) -> np.ndarray:
         """Decode to a new float64 array of length d (see :meth:`Codec.decode`)."""
-        header, payload = self._read_header(buf, max_dim)
-        if (header.levels, header.bucket_size, header.norm, header.coding) != \
-                (0, 0, "none", "raw") or not self._exponent_ok(header.exponent):
-            raise CodecError(f"codec {self.codec_id!r} has no parameters, but the header "
-                             f"carries levels={header.levels}, bucket={header.bucket_size}, "
-                             f"norm={header.norm!r}, coding={header.coding!r}, "
-                             f"exponent={header.exponent}; allowed: "
-                             f"{self._allowed_header()}")
-        expected = header.d * self._dtype.itemsize
-        if header.payload_len != expected:
-            raise CodecError(f"{self.codec_id} payload for d={header.d} must be {expected} "
-                             f"bytes, got {header.payload_len}")
+        d, payload = self.read_message(buf, max_dim)
+        exponent = 0
+        if self._scaled:
+            (exponent,), payload = split_block(payload, _EXPONENT, "scale exponent")
+            if not self._exponent_ok(exponent):
+                raise CodecError(f"{self.codec_id} scale exponent {exponent} is not "
+                                 f"allowed; allowed: {self._allowed_exponents()}")
+        expected = d * self._dtype.itemsize
+        if payload.size != expected:
+            raise CodecError(f"{self.codec_id} values for d={d} must be {expected} "
+                             f"bytes, got {payload.size}")
         with np.errstate(invalid="ignore"):       # a NaN on the wire is reported below
             out = payload.view(self._dtype.newbyteorder("<")).astype(np.float64)
-            if header.exponent:
-                out = np.ldexp(out, header.exponent)
+            if exponent:
+                out = np.ldexp(out, exponent)
         if not np.isfinite(out).all():        # the encoder never writes NaN or inf
             raise CodecError(f"{self.codec_id} payload holds NaN or inf values")
         return out
-
 
     def _input_limit(self) -> float:
         """Magnitudes at or beyond this are refused by :meth:`encode`."""
@@ -71,8 +73,8 @@ class RawFloatCodec(Codec):
     def _exponent_ok(self, exponent: int) -> bool:
         return exponent == 0
 
-    def _allowed_header(self) -> str:
-        return "levels=0, bucket=0, norm='none', coding='raw', exponent=0"
+    def _allowed_exponents(self) -> str:
+        return "0"
 
 
 def _overflow_limit(dtype: np.dtype) -> float:

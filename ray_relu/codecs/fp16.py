@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import numpy as np
 
 from .._validation import check_choice
@@ -16,7 +14,7 @@ SCALES = ("auto", "none")
 # ``auto`` brings the largest |v| into [2**14, 2**15): the top of the half range,
 # with room for round-up, so values down to max|v| * 2**-29 stay normal halves.
 _TOP_EXPONENT = 15
-_MAX_EXPONENT = 1100        # beyond any float64's exponent: a header past it is corrupt
+_MAX_EXPONENT = 1100        # beyond any float64's exponent: a message past it is corrupt
 
 
 class FP16(RawFloatCodec):
@@ -26,7 +24,8 @@ class FP16(RawFloatCodec):
     ----------
     scale : ``"auto"`` (default) divides the vector by a power of two ``2**e`` chosen
         per message so that its largest magnitude sits at the top of the half range,
-        and writes ``e`` in the header. A power of two only shifts exponents, so each
+        and writes ``e`` in the payload's
+        2-byte exponent block. A power of two only shifts exponents, so each
         coordinate is still rounded to 11 significant bits, but gradients that shrink
         geometrically near the optimum (1e-9 and below) never underflow to zero and
         large ones never overflow. ``"none"`` is the plain cast (numpy's
@@ -36,12 +35,10 @@ class FP16(RawFloatCodec):
 
     codec_id = "fp16"
     _dtype = np.dtype(np.float16)
+    _scaled = True
 
     def __init__(self, scale: str = "auto") -> None:
         self.scale = check_choice("scale", scale, SCALES)
-
-    def _params(self) -> dict[str, Any]:
-        return {"scale": self.scale}
 
     def variance_bound(self, d: int) -> float:
         """``||Q(v) - v||^2 <= q ||v||^2`` (deterministic).
@@ -71,6 +68,6 @@ class FP16(RawFloatCodec):
     def _exponent_ok(self, exponent: int) -> bool:
         return exponent == 0 if self.scale == "none" else abs(exponent) <= _MAX_EXPONENT
 
-    def _allowed_header(self) -> str:
-        limit = "exponent=0" if self.scale == "none" else f"|exponent| <= {_MAX_EXPONENT}"
-        return f"levels=0, bucket=0, norm='none', coding='raw', {limit}"
+    def _allowed_exponents(self) -> str:
+        return "0 (scale='none')" if self.scale == "none" else \
+            f"-{_MAX_EXPONENT}..{_MAX_EXPONENT}"

@@ -36,9 +36,6 @@ class FullPrecision(RawFloatCodec):
         self._dtype = np.dtype(self.dtype)
         self.codec_id = _IDS[self.dtype]
 
-    def _params(self) -> dict[str, Any]:
-        return {"dtype": self.dtype}
-
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "FullPrecision":
         """Build from ``{"id": "fp32"|"fp64"[, "dtype": ...]}``; id and dtype must agree."""

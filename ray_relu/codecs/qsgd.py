@@ -12,12 +12,13 @@ For ``x < 0`` it has the same law as the paper's ``-(floor|x| + Bernoulli(frac|x
 so this *is* ``Q_s`` with ``l_i = sgn(v_i) xi_i``, computed without taking signs apart.
 Decoding reproduces the quantized values bit for bit (see :meth:`QSGD.dequantize`).
 
-Scales: a bucket's scale is sent as a float32 ``f``; the header carries one exponent
-``e`` for the message and ``c = f * 2**e``. ``e`` puts the largest scale near ``2**64``,
+Scales: a bucket's scale is sent as a float32 ``f``; the parameter block carries one
+exponent ``e`` for the message and ``c = f * 2**e``. ``e`` puts the largest scale near ``2**64``,
 so every finite float64 vector keeps float32 precision in its scales, however small or
 large it is (a bare float32 would lose tiny gradients to underflow).
 
-Wire payload after the common header: ``ceil(d/b)`` float32 scales, then either
+Wire payload after the common header: the 12-byte parameter block (levels, bucket
+size, norm, coding, exponent), ``ceil(d/b)`` float32 scales, then either
 
 * **dense**: ``d`` fixed-width fields of ``1 + ceil(log2(s+1))`` bits (sign bit, then
   the level ``|l_i|``), packed MSB first;
@@ -26,8 +27,8 @@ Wire payload after the common header: ``ceil(d/b)`` float32 scales, then either
   (distance to the previous nonzero, the first one counted from position -1, so
   ``g_j >= 1``), its sign and its level ``|l_j| >= 1``.
   The level is written in **Elias gamma**, the gap in **Elias delta** (``gamma(L+1)``
-  then the ``L`` low bits of ``g``, ``L = floor(log2 g)``; header coding ``elias``) or
-  in **Elias gamma** (header coding ``elias-gamma``), whichever makes the message
+  then the ``L`` low bits of ``g``, ``L = floor(log2 g)``; coding ``elias``) or
+  in **Elias gamma** (coding ``elias-gamma``), whichever makes the message
   shorter. Levels are mostly 1-3, where gamma is shortest (1 or 3 bits). Gaps are
   ~``d/k``: in sparse messages (``s << sqrt d``) delta saves ``~log2(g) - 2 log2
   log2(g)`` bits a gap over gamma (and beats omega below ``2**16``); in dense ones most
@@ -46,12 +47,13 @@ Wire payload after the common header: ``ceil(d/b)`` float32 scales, then either
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import numpy as np
 
 from .._validation import check_choice, check_int
-from .base import Codec, CodecError, Header, MAX_DIM, check_vector, non_finite_error
+from .base import Codec, CodecError, MAX_DIM, check_vector, non_finite_error, split_block
 
 __all__ = ["QSGD"]
 
@@ -82,6 +84,14 @@ _SMALL_SUMSQ, _LARGE_SUMSQ = 2.0 ** -900, 2.0 ** 900
 # back at the end (see QSGD._steps).
 _TINY_SCALE, _TINY_SHIFT = 2.0 ** -900, 600
 _QCHUNK = 1 << 15                 # uniforms drawn per step: they stay in cache
+# The parameter block that opens every QSGD payload: levels, bucket size (0: one
+# bucket), norm code, coding code, scale exponent (docs/codecs.md).
+_PARAMS = struct.Struct("<IIBBh")
+PARAMS_SIZE = _PARAMS.size
+NORMS = {"l2": 1, "max": 2}
+CODINGS = {"elias": 1, "dense": 2, "elias-gamma": 3}
+_NORM_NAMES = {v: k for k, v in NORMS.items()}
+_CODING_NAMES = {v: k for k, v in CODINGS.items()}
 
 
 class QSGD(Codec):
@@ -115,10 +125,6 @@ class QSGD(Codec):
         self.seed = None if seed is None else check_int("seed", seed, minimum=0)
         self._rng = np.random.default_rng(self.seed)
         self.dense_width = 1 + self.levels.bit_length()      # sign + ceil(log2(s + 1))
-
-    def _params(self) -> dict[str, Any]:
-        return {"levels": self.levels, "bucket_size": self.bucket_size,
-                "norm": self.norm, "coding": self.coding, "seed": self.seed}
 
     def variance_bound(self, d: int) -> float:
         """``q`` with ``E||Q(v) - v||^2 <= q ||v||^2`` for ``v`` in R^d.
@@ -282,9 +288,9 @@ class QSGD(Codec):
             coding = "elias-gamma" if gamma_gaps else "elias"
         else:
             body = _k.dense_write(idx, lev, k, d, self.dense_width)
-        header = Header(self.codec_id, d, self.levels, self.bucket_size or 0,
-                        self.norm, coding, 4 * f32.size + body.size, exponent)
-        return b"".join((header.pack(), f32.astype("<f4").tobytes(), body))
+        params = _PARAMS.pack(self.levels, self.bucket_size or 0, NORMS[self.norm],
+                              CODINGS[coding], exponent)
+        return self.pack_message(d, params, f32.astype("<f4").tobytes(), body)
 
     # -- decoding -------------------------------------------------------------------
     def decode(self, buf: bytes | bytearray | memoryview, *,
@@ -294,21 +300,24 @@ class QSGD(Codec):
         ``max_dim`` rejects messages announcing more coordinates (see
         :meth:`Codec.decode`).
         """
-        header, payload = self._read_header(buf, max_dim)
-        if header.levels < 1 or header.coding not in ("elias", "elias-gamma", "dense") or \
-                header.norm not in ("l2", "max"):
-            raise CodecError(f"impossible qsgd parameters in header: levels="
-                             f"{header.levels}, norm={header.norm!r}, coding={header.coding!r}")
-        mine = (self.levels, self.bucket_size or 0, self.norm)
-        theirs = (header.levels, header.bucket_size, header.norm)
-        if mine != theirs:
-            raise CodecError(f"message was encoded with qsgd(levels={theirs[0]}, "
-                             f"bucket_size={theirs[1] or None}, norm={theirs[2]!r}), cannot "
+        d, payload = self.read_message(buf, max_dim)
+        (levels, bucket, norm_code, coding_code, exponent), payload = split_block(
+            payload, _PARAMS, "qsgd parameter block")
+        if levels < 1:
+            raise CodecError(f"qsgd levels={levels} in the message; allowed: >= 1")
+        for field, code, names in (("norm", norm_code, _NORM_NAMES),
+                                   ("coding", coding_code, _CODING_NAMES)):
+            if code not in names:
+                raise CodecError(f"unknown qsgd {field} code {code}; allowed: "
+                                 + ", ".join(f"{c} ({name})" for c, name in names.items()))
+        norm, coding = _NORM_NAMES[norm_code], _CODING_NAMES[coding_code]
+        if (self.levels, self.bucket_size or 0, self.norm) != (levels, bucket, norm):
+            raise CodecError(f"message was encoded with qsgd(levels={levels}, "
+                             f"bucket_size={bucket or None}, norm={norm!r}), cannot "
                              f"decode it with {self!r}")
-        if not MIN_EXPONENT <= header.exponent <= MAX_EXPONENT:
-            raise CodecError(f"scale exponent {header.exponent} out of range "
+        if not MIN_EXPONENT <= exponent <= MAX_EXPONENT:
+            raise CodecError(f"scale exponent {exponent} out of range "
                              f"{MIN_EXPONENT}..{MAX_EXPONENT}")
-        d = header.d
         b = self._bucket(d)
         nb = -(-d // b)
         if payload.size < 4 * nb:
@@ -318,12 +327,12 @@ class QSGD(Codec):
         if not (np.isfinite(f32).all() and (f32 >= 0).all()):
             raise CodecError("bucket scales must be finite and >= 0")
         with np.errstate(over="ignore"):
-            scales = _full_scales(f32, header.exponent)
+            scales = _full_scales(f32, exponent)
         if not np.isfinite(scales).all():
-            raise CodecError(f"bucket scale overflows with exponent {header.exponent}")
+            raise CodecError(f"bucket scale overflows with exponent {exponent}")
         body = _k.readonly(np.ascontiguousarray(payload[4 * nb:]))
         steps, factor = self._steps(scales)
-        if header.coding == "dense":
+        if coding == "dense":
             width = self.dense_width
             need = -(-d * width // 8)
             if body.size != need:
@@ -333,7 +342,7 @@ class QSGD(Codec):
             err = _k.dense_read(body, d, width, self.levels, b, steps, factor, out)
         else:
             out = np.zeros(d, dtype=np.float64)
-            err = _k.elias_read(body, d, self.levels, header.coding == "elias-gamma", b,
+            err = _k.elias_read(body, d, self.levels, coding == "elias-gamma", b,
                                 steps, factor, out)
         if err[0]:
             raise CodecError(_error_message(*err, d=d, s=self.levels, nbytes=body.size))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Codec
+from .base import Codec, check_codec_id
 
 __all__ = ["register_codec", "get_codec", "available_codecs"]
 
@@ -19,11 +19,8 @@ def register_codec(cls: type[Codec], name: str | None = None) -> type[Codec]:
     """
     if not (isinstance(cls, type) and issubclass(cls, Codec)):
         raise ValueError(f"cls must be a Codec subclass, got {cls!r}")
-    name = cls.codec_id if name is None else name
-    if not (isinstance(name, str) and 1 <= len(name) <= 8 and name.isascii()
-            and name.isprintable() and " " not in name):
-        raise ValueError(f"codec name must be 1-8 printable ASCII characters without "
-                         f"spaces, got {name!r}")
+    name = check_codec_id(getattr(cls, "codec_id", None) if name is None else name,
+                          f"codec {cls.__name__}")
     _REGISTRY[name] = cls
     return cls
 
@@ -46,6 +43,7 @@ def get_codec(spec: str | dict[str, Any] | Codec, **params: Any) -> Codec:
         if params:
             raise ValueError(f"parameters {sorted(params)} cannot be applied to an "
                              f"existing codec instance {spec!r}")
+        check_codec_id(getattr(spec, "codec_id", None), f"codec {type(spec).__name__}")
         return spec
     if isinstance(spec, str):
         config = {"id": spec, **params}
@@ -56,6 +54,10 @@ def get_codec(spec: str | dict[str, Any] | Codec, **params: Any) -> Codec:
         if overlap:
             raise ValueError(f"parameters {overlap} given both in the config and as keywords")
         config = {**spec, **params}
+    elif isinstance(spec, type) and issubclass(spec, Codec):
+        raise ValueError(f"codec spec must be a name, a config dict or a Codec instance, "
+                         f"got the class {spec.__name__}; pass an instance, "
+                         f"{spec.__name__}(...)")
     else:
         raise ValueError(f"codec spec must be a name, a config dict or a Codec, got "
                          f"{type(spec).__name__}")
@@ -65,5 +67,5 @@ def get_codec(spec: str | dict[str, Any] | Codec, **params: Any) -> Codec:
                          f"{', '.join(available_codecs())}")
     try:
         return _REGISTRY[name].from_config(config)
-    except TypeError as exc:                  # unexpected keyword for the constructor
+    except TypeError as exc:                  # e.g. a missing required argument
         raise ValueError(f"invalid parameters for codec {name!r}: {exc}") from None

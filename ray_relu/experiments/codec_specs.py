@@ -1,19 +1,19 @@
 """Codec specs of the experiments: short strings such as ``"fp32"`` or ``"qsgd:sqrt"``.
 
-A spec is ``"fp64"``, ``"fp32"``, ``"fp16"`` (half precision with a per-message
-power-of-two scale, the codec's default), ``"fp16:none"`` (the plain cast, whose tiny
-values flush to zero) or ``"qsgd:<s>"`` where ``s`` is a number of levels or ``sqrt``
-for ``round(sqrt(d))`` (QSGD's dense regime, about 2.8 bits per coordinate in the QSGD
-paper's analysis). One bucket spans the whole vector, as in the QSGD paper's basic
-scheme.
+A spec is the name of any registered codec (:func:`ray_relu.codecs.available_codecs`;
+``"fp64"``, ``"fp32"``, ``"fp16"``, ``"qsgd"`` are shipped), which builds it with its
+defaults, optionally followed by ``:value`` for the codec's first constructor
+parameter: ``"qsgd:4"`` (4 levels), ``"qsgd:sqrt"`` (``round(sqrt(d))`` levels, QSGD's
+dense regime, about 2.8 bits per coordinate in the QSGD paper's analysis),
+``"fp16:none"`` (the plain half cast, whose tiny values flush to zero; plain ``"fp16"``
+scales each message by a power of two). A value is read as an integer when it is one.
+QSGD uses one bucket for the whole vector, as in the QSGD paper's basic scheme.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-
-FULL_PRECISION = ("fp64", "fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -27,29 +27,39 @@ class CodecChoice:
 
     @property
     def levels(self) -> int | None:
-        """QSGD levels, None for full-precision codecs."""
+        """QSGD levels, None for other codecs."""
         return self.options.get("levels") if self.codec == "qsgd" else None
 
 
 def parse_codec(spec: str, d: int) -> CodecChoice:
-    """Parse one spec for dimension ``d`` (see the module docstring)."""
+    """Parse one spec for dimension ``d`` (see the module docstring); the codec is built
+    once here, so a bad value is reported with the spec."""
+    from ..codecs import available_codecs, get_codec
+    from ..codecs.base import constructor_parameters
+    names = available_codecs()
     if not isinstance(spec, str):
         raise ValueError(f"a codec spec must be a string such as 'fp32' or 'qsgd:4', "
                          f"got {spec!r}")
-    if spec in FULL_PRECISION:
-        return CodecChoice(spec, spec, spec)
-    if spec == "fp16:none":
-        return CodecChoice(spec, "fp16 (no scale)", "fp16", {"scale": "none"})
-    name, _, arg = spec.partition(":")
-    if name != "qsgd" or not arg:
-        raise ValueError(f"unknown codec spec {spec!r}; use one of "
-                         f"{', '.join(FULL_PRECISION)}, fp16:none, 'qsgd:<levels>' or 'qsgd:sqrt'")
-    if arg == "sqrt":
+    name, sep, arg = spec.partition(":")
+    if name not in names or (sep and not arg):
+        raise ValueError(f"unknown codec spec {spec!r}; use a codec name ("
+                         f"{', '.join(names)}), optionally with ':value' for its first "
+                         f"parameter, e.g. 'qsgd:4', 'qsgd:sqrt', 'fp16:none'")
+    if not sep:
+        return CodecChoice(spec, name, name)
+    first = (constructor_parameters(type(get_codec(name))) or [None])[0]
+    if first is None:
+        raise ValueError(f"codec spec {spec!r}: codec {name!r} takes no parameters")
+    if name == "qsgd" and arg == "sqrt":
         levels = max(1, round(math.sqrt(d)))
         return CodecChoice(spec, f"qsgd s={levels} (sqrt d)", "qsgd", {"levels": levels})
-    if not arg.isdigit() or int(arg) < 1:
-        raise ValueError(f"QSGD levels in {spec!r} must be a positive integer or 'sqrt'")
-    return CodecChoice(spec, f"qsgd s={int(arg)}", "qsgd", {"levels": int(arg)})
+    value = int(arg) if arg.isdigit() else arg
+    try:
+        get_codec(name, **{first: value})
+    except ValueError as exc:
+        raise ValueError(f"codec spec {spec!r}: {exc}") from None
+    label = f"qsgd s={value}" if name == "qsgd" else f"{name} {first}={value}"
+    return CodecChoice(spec, label, name, {first: value})
 
 
 def parse_codecs(specs, d: int) -> list[CodecChoice]:
