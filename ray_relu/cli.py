@@ -55,9 +55,9 @@ def _codec_options(args: argparse.Namespace) -> dict:
 
 def _codec_parameters(name: str) -> list[str]:
     """The constructor parameters of registered codec ``name``."""
-    from .codecs import get_codec
     from .codecs.base import constructor_parameters
-    return constructor_parameters(type(get_codec(name))) or []
+    from .codecs.registry import codec_class
+    return constructor_parameters(codec_class(name)) or []
 
 
 def _key_values(items: list[str], flag: str) -> dict:

@@ -15,6 +15,7 @@ from ray_relu.experiments import (EXPERIMENTS, PROFILES, ExperimentResult, commu
                                   convergence, noise, quantization, read_metadata,
                                   reproduce, sample_complexity)
 from ray_relu.experiments import analysis
+from ray_relu.codecs import available_codecs
 from ray_relu.experiments.codec_specs import parse_codec, parse_codecs
 from ray_relu.experiments.sample_complexity import run_grid_point
 from ray_relu.experiments.runs import batch_rows, derived_seed, history, parallel_map
@@ -81,11 +82,14 @@ def test_codec_specs():
     assert (plain.codec, plain.options, plain.levels) == ("fp16", {"scale": "none"}, None)
     assert plain.label == "fp16 scale=none"
     assert parse_codec("qsgd", 10).options == {}                     # QSGD's defaults
+    top = parse_codec("topk:5", 100)                    # any registered codec, first param
+    assert (top.codec, top.options, top.label) == ("topk", {"k": 5}, "topk k=5")
     for bad, match in (("qsgd:0", "'qsgd:0': levels must be an integer >= 1"),
                        ("qsgd:x", "'qsgd:x': levels"), ("fp16:max", "'fp16:max': scale"),
                        ("qsgd:", "unknown codec spec"), (4, "codec spec must be a string"),
-                       ("int8", r"unknown codec spec 'int8'; use a codec name \(fp16, "
-                                r"fp32, fp64, qsgd\)")):
+                       ("int8", r"unknown codec spec 'int8'; use a codec name \("
+                                + ", ".join(available_codecs()) + r"\)"),
+                       ("topk", "'topk': give exactly one of k")):
         with pytest.raises(ValueError, match=match):
             parse_codec(bad, 100)
     with pytest.raises(ValueError, match="duplicate"):

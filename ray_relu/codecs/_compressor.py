@@ -1,5 +1,6 @@
 """What the compressor codecs (top-k, rand-k, sign, TernGrad, natural, PowerSGD) share:
-input checks, the random stream, and framing their body after the common header."""
+input checks, the random stream, and framing their body (their payload) after the
+common header."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._validation import check_int
-from .base import Codec, CodecError, Header, check_vector, non_finite_error
+from .base import Codec, CodecError, check_vector, non_finite_error, split_block
 
 __all__ = ["Compressor", "read_struct"]
 
@@ -35,28 +36,26 @@ class Compressor(Codec):
         arr = np.asarray(check_vector(vec), dtype=np.float64)
         if not np.isfinite(arr).all():
             raise non_finite_error("vec", arr)
-        body = self._encode_body(arr, self._rng if rng is None else rng)
-        return Header(self.codec_id, arr.size, 0, 0, "none", "raw", len(body)).pack() + body
+        return self.pack_message(arr.size,
+                                 self._encode_body(arr, self._rng if rng is None else rng))
 
     def decode(self, buf: bytes | bytearray | memoryview, *,
                max_dim: int | None = None) -> np.ndarray:
         """Decode to a new float64 array of length d (see :meth:`Codec.decode`)."""
-        header, body = self._read_header(buf, max_dim)
-        if (header.levels, header.bucket_size, header.norm, header.coding,
-                header.exponent) != (0, 0, "none", "raw", 0):
-            raise CodecError(f"codec {self.codec_id!r} keeps its parameters in the "
-                             f"payload, but the header carries levels={header.levels}, "
-                             f"bucket={header.bucket_size}, norm={header.norm!r}, "
-                             f"coding={header.coding!r}, exponent={header.exponent}; "
-                             f"allowed: 0, 0, 'none', 'raw', 0")
+        d, body = self.read_message(buf, max_dim)
         with np.errstate(all="ignore"):              # non-finite results are caught below
-            out = self._decode_body(header.d, body)
+            out = self._decode_body(d, body)
         if not np.isfinite(out).all():
             raise CodecError(f"{self.codec_id} message decodes to NaN or inf values")
         return out
 
-    def _params(self) -> dict[str, Any]:
-        return {"seed": self.seed} if self.stochastic else {}
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments (:meth:`Codec.get_config`), without ``seed`` for a
+        compressor that draws nothing."""
+        config = super().get_config()
+        if not self.stochastic:
+            config.pop("seed", None)
+        return config
 
     @abc.abstractmethod
     def _encode_body(self, v: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -69,7 +68,4 @@ class Compressor(Codec):
 
 def read_struct(layout: struct.Struct, body: np.ndarray, what: str) -> tuple:
     """Unpack the fixed-size block at the start of ``body`` (CodecError if too short)."""
-    if body.size < layout.size:
-        raise CodecError(f"{what} body too short: {body.size} bytes, its parameter block "
-                         f"alone is {layout.size} bytes")
-    return layout.unpack(body[:layout.size].tobytes())
+    return split_block(body, layout, f"{what} parameter block")[0]

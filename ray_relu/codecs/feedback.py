@@ -37,8 +37,9 @@ class ErrorFeedback(Codec):
                              "compressor itself")
         self.codec = inner
 
-    def _params(self) -> dict[str, Any]:
-        return {"codec": self.codec.get_config()}
+    def get_config(self) -> dict[str, Any]:
+        """``{"id": "ef", "codec": the inner codec's config}`` (JSON-able)."""
+        return {"id": self.codec_id, "codec": self.codec.get_config()}
 
     def compress(self, g: np.ndarray, residual: np.ndarray | None, *,
                  rng: np.random.Generator | None = None

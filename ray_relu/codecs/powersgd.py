@@ -26,7 +26,6 @@ Body: ``uint32 rows``, ``uint32 rank``, then ``P`` (``rows x r``) and ``Q``
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import numpy as np
 
@@ -50,9 +49,6 @@ class PowerSGD(Compressor):
         super().__init__(seed)
         self.rank = check_int("rank", rank, minimum=1)
         self.rows = check_int("rows", rows, minimum=1)
-
-    def _params(self) -> dict[str, Any]:
-        return {"rank": self.rank, "rows": self.rows, **super()._params()}
 
     def variance_bound(self, d: int) -> None:
         """None: the error depends on the gradient's spectrum, not only its norm."""

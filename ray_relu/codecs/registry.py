@@ -6,7 +6,7 @@ from typing import Any
 
 from .base import Codec, check_codec_id
 
-__all__ = ["register_codec", "get_codec", "available_codecs"]
+__all__ = ["register_codec", "get_codec", "available_codecs", "codec_class"]
 
 _REGISTRY: dict[str, type[Codec]] = {}
 
@@ -28,6 +28,14 @@ def register_codec(cls: type[Codec], name: str | None = None) -> type[Codec]:
 def available_codecs() -> list[str]:
     """Sorted names accepted by :func:`get_codec`."""
     return sorted(_REGISTRY)
+
+
+def codec_class(name: str) -> type[Codec]:
+    """The class registered under ``name``; a ValueError lists the registered names."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown codec {name!r}; available: "
+                         f"{', '.join(available_codecs())}")
+    return _REGISTRY[name]
 
 
 def get_codec(spec: str | dict[str, Any] | Codec, **params: Any) -> Codec:
@@ -62,10 +70,8 @@ def get_codec(spec: str | dict[str, Any] | Codec, **params: Any) -> Codec:
         raise ValueError(f"codec spec must be a name, a config dict or a Codec, got "
                          f"{type(spec).__name__}")
     name = config["id"]
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown codec {name!r}; available: "
-                         f"{', '.join(available_codecs())}")
+    cls = codec_class(name)
     try:
-        return _REGISTRY[name].from_config(config)
+        return cls.from_config(config)
     except TypeError as exc:                  # e.g. a missing required argument
         raise ValueError(f"invalid parameters for codec {name!r}: {exc}") from None

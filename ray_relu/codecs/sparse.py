@@ -18,7 +18,6 @@ scaled by ``d / k`` on decoding, so ``E[decode(encode(v))] = v``.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import numpy as np
 
@@ -60,9 +59,6 @@ class _Sparsifier(Compressor):
             return min(self.k, d)
         return max(1, min(d, round(self.ratio * d)))
 
-    def _params(self) -> dict[str, Any]:
-        return {"k": self.k, "ratio": self.ratio, **super()._params()}
-
 
 def top_indices(a: np.ndarray, k: int) -> np.ndarray:
     """Sorted indices of the ``k`` largest entries of ``a``; ties go to lower indices,
@@ -93,9 +89,6 @@ class TopK(_Sparsifier):
     @property
     def stochastic(self) -> bool:          # type: ignore[override]
         return self.levels is not None
-
-    def _params(self) -> dict[str, Any]:
-        return {**super()._params(), "levels": self.levels}
 
     def variance_bound(self, d: int) -> float:
         """``||C(v) - v||^2 <= (1 - k/d) ||v||^2`` for the selection (the dropped

@@ -36,6 +36,7 @@ def parse_codec(spec: str, d: int) -> CodecChoice:
     once here, so a bad value is reported with the spec."""
     from ..codecs import available_codecs, get_codec
     from ..codecs.base import constructor_parameters
+    from ..codecs.registry import codec_class
     names = available_codecs()
     if not isinstance(spec, str):
         raise ValueError(f"a codec spec must be a string such as 'fp32' or 'qsgd:4', "
@@ -46,20 +47,23 @@ def parse_codec(spec: str, d: int) -> CodecChoice:
                          f"{', '.join(names)}), optionally with ':value' for its first "
                          f"parameter, e.g. 'qsgd:4', 'qsgd:sqrt', 'fp16:none'")
     if not sep:
-        return CodecChoice(spec, name, name)
-    first = (constructor_parameters(type(get_codec(name))) or [None])[0]
-    if first is None:
-        raise ValueError(f"codec spec {spec!r}: codec {name!r} takes no parameters")
-    if name == "qsgd" and arg == "sqrt":
+        choice = CodecChoice(spec, name, name)
+    elif name == "qsgd" and arg == "sqrt":
         levels = max(1, round(math.sqrt(d)))
-        return CodecChoice(spec, f"qsgd s={levels} (sqrt d)", "qsgd", {"levels": levels})
-    value = int(arg) if arg.isdigit() else arg
+        choice = CodecChoice(spec, f"qsgd s={levels} (sqrt d)", "qsgd", {"levels": levels})
+    else:
+        first = (constructor_parameters(codec_class(name)) or [None])[0]
+        if first is None:
+            raise ValueError(f"codec spec {spec!r}: codec {name!r} takes no parameters")
+        value = int(arg) if arg.isdigit() else arg
+        label = f"qsgd s={value}" if name == "qsgd" else f"{name} {first}={value}"
+        choice = CodecChoice(spec, label, name, {first: value})
     try:
-        get_codec(name, **{first: value})
+        get_codec(choice.codec, **choice.options)
     except ValueError as exc:
         raise ValueError(f"codec spec {spec!r}: {exc}") from None
-    label = f"qsgd s={value}" if name == "qsgd" else f"{name} {first}={value}"
-    return CodecChoice(spec, label, name, {first: value})
+    return choice
+
 
 
 def parse_codecs(specs, d: int) -> list[CodecChoice]:
