@@ -208,6 +208,8 @@ def test_bad_configs_name_what_is_allowed():
     with pytest.raises(ValueError, match=r"'lvls' for codec 'qsgd'; allowed: levels, "
                                          r"bucket_size, norm, coding, seed"):
         get_codec("qsgd", lvls=4)
+    with pytest.raises(ValueError, match=r"'scale' for codec 'fp64'; allowed: dtype"):
+        get_codec("fp64", scale="none")
     with pytest.raises(ValueError, match=r"got the class Halves; pass an instance, "
                                          r"Halves\(...\)"):
         get_codec(Halves)                                      # the class, not an instance

@@ -208,7 +208,7 @@ MUTATIONS = [
     Mutation("fp16 scale exponent not checked", RAW,
              "if not self._exponent_ok(exponent):", "if False:", CODECS),
     Mutation("from_config passes unknown keys through", BASE,
-             "unknown = sorted(set(config) - set(allowed)) if allowed is not None else []",
+             "unknown = sorted(set(params) - set(allowed)) if allowed is not None else []",
              "unknown = []", CODEC_VALUES),
     Mutation("a user codec's forgotten constructor argument goes unnoticed", BASE,
              "            if not hasattr(self, name):", "            if False:",

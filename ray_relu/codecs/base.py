@@ -239,13 +239,18 @@ class Codec(abc.ABC):
         if codec_id != cls.codec_id:
             raise ValueError(f"config id {codec_id!r} does not match codec "
                              f"{cls.__name__} (id {cls.codec_id!r})")
+        return cls._from_parameters(config, codec_id)
+
+    @classmethod
+    def _from_parameters(cls, params: dict[str, Any], codec_id: str) -> "Codec":
+        """``cls(**params)`` once every key is known to be a constructor parameter."""
         allowed = constructor_parameters(cls)
-        unknown = sorted(set(config) - set(allowed)) if allowed is not None else []
+        unknown = sorted(set(params) - set(allowed)) if allowed is not None else []
         if unknown:
             raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for "
-                             f"codec {cls.codec_id!r}; allowed: "
+                             f"codec {codec_id!r}; allowed: "
                              f"{', '.join(allowed) or 'none (it takes no parameters)'}")
-        return cls(**config)
+        return cls(**params)
 
     # -- the shared frame, for codecs that use it -----------------------------------
     def pack_message(self, d: int, *parts: bytes) -> bytes:

@@ -48,7 +48,7 @@ class FullPrecision(RawFloatCodec):
             if dtype != by_id[codec_id]:
                 raise ValueError(f"config id {codec_id!r} means dtype "
                                  f"{by_id[codec_id]!r}, but dtype={dtype!r} was given")
-        return cls(**config)
+        return cls._from_parameters(config, codec_id or cls.codec_id)
 
     def variance_bound(self, d: int) -> float:
         """0.0: the round trip is exact for vectors already in this dtype.
