@@ -79,7 +79,7 @@ class FitResult:
 
     def startup_bytes(self) -> int:
         """Bytes of history row 0, the start-up exchange before the first update: the
-        workers' moment sums in float64 (``8d + 41`` bytes each; all-to-all: each
+        workers' moment sums in float64 (``8d + 29`` bytes each; all-to-all: each
         worker gets the ``K - 1`` others'), and in master mode also ``w_0`` down and the
         first gradients up."""
         return int(sum(int(self.history.column(c)[0].as_py())
