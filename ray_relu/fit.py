@@ -146,7 +146,9 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
         rows = state.history.to_pylist()
         coord.restarts = state.restarts
         coord.resume(t, state.w, {"next_w": state.next_w, "next_bytes": state.next_bytes,
-                                  "data_init": settings.data_init})
+                                  "data_init": settings.data_init,
+                                  "residuals": state.residuals,
+                                  "downlink_residual": state.downlink_residual})
     progress = progress_reporter(watch.progress, settings.iterations, t,
                                  settings.stopping_rule)
     metrics = FitMetrics(watch.name, settings.mode) if watch.metrics else None
@@ -206,7 +208,8 @@ def _save(path, settings, state, rows, converged, divergence, restarts) -> None:
         iteration=t, w=w, history=history_table(rows[:t + 1]),
         fingerprint=settings.fingerprint(), converged=bool(converged),
         next_w=extra.get("next_w"), next_bytes=extra.get("next_bytes", 0),
-        replica_divergence=divergence or 0.0, restarts=restarts))
+        replica_divergence=divergence or 0.0, restarts=restarts,
+        residuals=extra.get("residuals"), downlink_residual=extra.get("downlink_residual")))
 
 
 def _result(settings: RunSettings, w, t, converged, divergence, history,

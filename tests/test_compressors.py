@@ -182,3 +182,9 @@ def test_non_finite_input_is_refused(codec):
 def test_natural_refuses_magnitudes_whose_rounding_overflows():
     with pytest.raises(ValueError, match="below 2\\*\\*1023"):
         Natural().encode(np.array([1.0, 1.5 * 2.0 ** 1023]))
+
+
+@pytest.mark.parametrize("codec", [TopK(k=2), RandK(k=2), PowerSGD()], ids=repr)
+def test_values_beyond_float32_are_refused_not_sent_as_inf(codec):
+    with pytest.raises(ValueError, match="beyond the float32 range"):
+        codec.encode(np.array([1.0, -1e39, 3.0]), rng=np.random.default_rng(0))

@@ -31,6 +31,7 @@ import numpy as np
 
 from .._validation import check_int
 from ._compressor import Compressor, read_struct
+from .sparse import as_float32
 from .base import CodecError
 
 __all__ = ["PowerSGD"]
@@ -66,8 +67,8 @@ class PowerSGD(Compressor):
         M = v.reshape(rows, cols)
         P, _ = np.linalg.qr(M @ rng.standard_normal((cols, r)))
         Q = M.T @ P
-        return (_SHAPE.pack(rows, r) + P.astype(_F32).tobytes()
-                + Q.astype(_F32).tobytes())
+        return (_SHAPE.pack(rows, r) + as_float32(P, self.codec_id)
+                + as_float32(Q, self.codec_id))
 
     def _decode_body(self, d: int, body: np.ndarray) -> np.ndarray:
         rows, r = read_struct(_SHAPE, body, "powersgd")

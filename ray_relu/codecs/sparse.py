@@ -24,6 +24,7 @@ import numpy as np
 from .._validation import check_float, check_int
 from . import _bits
 from ._compressor import Compressor, read_struct
+from ._raw import _overflow_limit
 from .base import CodecError
 
 __all__ = ["TopK", "RandK"]
@@ -58,6 +59,16 @@ class _Sparsifier(Compressor):
         if self.k is not None:
             return min(self.k, d)
         return max(1, min(d, round(self.ratio * d)))
+
+
+def as_float32(values: np.ndarray, codec_id: str) -> bytes:
+    """``values`` as little-endian float32 bytes; ValueError if one would overflow."""
+    limit = _overflow_limit(np.dtype(np.float32))
+    if values.size and float(np.max(np.abs(values))) >= limit:
+        raise ValueError(f"{codec_id}: a kept value of magnitude "
+                         f"{float(np.max(np.abs(values))):.6g} is beyond the float32 range "
+                         f"its values travel in; allowed: magnitudes below {limit:.6g}")
+    return values.astype(_F32).tobytes()
 
 
 def top_indices(a: np.ndarray, k: int) -> np.ndarray:
@@ -103,7 +114,7 @@ class TopK(_Sparsifier):
         values = v[idx]
         if self.levels is None:
             return (_TOPK.pack(idx.size, 0) + _bits.to_bytes(*_bits.gamma(gaps))
-                    + values.astype(_F32).tobytes())
+                    + as_float32(values, self.codec_id))
         width = int(self.levels).bit_length()
         scale = float(np.max(np.abs(values)))
         x = np.abs(values) * (self.levels / scale) if scale > 0 else np.zeros(idx.size)
@@ -175,7 +186,7 @@ class RandK(_Sparsifier):
         k = self.kept(v.size)
         index_seed = int(rng.integers(0, 2 ** 63))
         values = v[self.indices(index_seed, v.size, k)]
-        return _RANDK.pack(k, index_seed) + values.astype(_F32).tobytes()
+        return _RANDK.pack(k, index_seed) + as_float32(values, self.codec_id)
 
     def _decode_body(self, d: int, body: np.ndarray) -> np.ndarray:
         k, index_seed = read_struct(_RANDK, body, "randk")
