@@ -73,3 +73,20 @@ def check_array(name: str, value: Any, shape: tuple[int | None, ...],
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"{name} must be finite, got {bad} NaN or inf value(s)")
     return arr
+
+
+def parse_key_values(items: Iterable[str], what: str) -> dict[str, Any]:
+    """``["k=5", "norm=max"]`` as ``{"k": 5, "norm": "max"}``: each value is read as JSON
+    where it is one (numbers, true/false, null, lists), else kept as a string. An item
+    without ``=`` or a key raises a ValueError naming ``what``."""
+    import json
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} must be KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params

@@ -40,7 +40,8 @@ def _codec_options(args: argparse.Namespace) -> dict:
     seed if the codec takes one. A parameter the codec does not take is an error
     naming the ones it does."""
     accepted = _codec_parameters(args.codec)
-    options = _key_values(args.codec_param, "--codec-param")
+    from ._validation import parse_key_values
+    options = parse_key_values(args.codec_param, "--codec-param")
     flags = {name: getattr(args, name) for name in CODEC_FLAGS if getattr(args, name) is not None}
     unknown = [f"--{n.replace('_', '-')}" for n in flags if n not in accepted] + \
         [f"--codec-param {n}" for n in options if n not in accepted]
@@ -58,20 +59,6 @@ def _codec_parameters(name: str) -> list[str]:
     from .codecs.base import constructor_parameters
     from .codecs.registry import codec_class
     return constructor_parameters(codec_class(name)) or []
-
-
-def _key_values(items: list[str], flag: str) -> dict:
-    """``KEY=VALUE`` strings as a dict; values parsed as JSON where they are."""
-    params = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} must be KEY=VALUE, got {item!r}")
-        try:
-            params[key] = json.loads(value)      # numbers, true/false, null, lists
-        except ValueError:
-            params[key] = value                  # a plain string
-    return params
 
 
 def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,7 +118,8 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
 
 def _model(args: argparse.Namespace):
     from .models import get_model
-    return get_model(args.model, **_key_values(args.model_param, "--model-param"))
+    from ._validation import parse_key_values
+    return get_model(args.model, **parse_key_values(args.model_param, "--model-param"))
 
 
 def _problem(args: argparse.Namespace, model):

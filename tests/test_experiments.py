@@ -84,12 +84,19 @@ def test_codec_specs():
     assert parse_codec("qsgd", 10).options == {}                     # QSGD's defaults
     top = parse_codec("topk:5", 100)                    # any registered codec, first param
     assert (top.codec, top.options, top.label) == ("topk", {"k": 5}, "topk k=5")
+    top = parse_codec("topk:ratio=0.05,levels=3", 100)             # any parameters
+    assert (top.options, top.label) == ({"ratio": 0.05, "levels": 3},
+                                        "topk ratio=0.05,levels=3")
     for bad, match in (("qsgd:0", "'qsgd:0': levels must be an integer >= 1"),
                        ("qsgd:x", "'qsgd:x': levels"), ("fp16:max", "'fp16:max': scale"),
                        ("qsgd:", "unknown codec spec"), (4, "codec spec must be a string"),
                        ("int8", r"unknown codec spec 'int8'; use a codec name \("
                                 + ", ".join(available_codecs()) + r"\)"),
-                       ("topk", "'topk': give exactly one of k")):
+                       ("topk", "'topk': give exactly one of k"),
+                       ("topk:ratio", "'topk:ratio': k must be an integer"),
+                       ("topk:k=2,r=1", r"'topk:k=2,r=1': unknown parameter\(s\) 'r'"),
+                       ("qsgd:levels=", "'qsgd:levels=': levels must be"),
+                       ("qsgd:=3", r"codec spec 'qsgd:=3' must be KEY=VALUE")):
         with pytest.raises(ValueError, match=match):
             parse_codec(bad, 100)
     with pytest.raises(ValueError, match="duplicate"):
