@@ -17,6 +17,7 @@ import ray
 import ray.data
 
 from ray_relu import PlantedReLU, fit
+from ray_relu.checkpoint import CheckpointError
 from ray_relu.data import (ArrayData, FrameData, ParquetData, RayDatasetData, as_source,
                            worker_sources, write_parquet)
 from ray_relu.reference import sgd
@@ -175,9 +176,15 @@ def test_a_lazy_ray_pipeline_gives_the_rows_in_order():
     assert_same_fit(result, baseline("master", True))
 
 
-def test_a_frame_is_the_same_data_as_its_arrays_for_checkpoints():
+def test_a_frame_is_the_same_data_as_its_arrays_for_checkpoints(tmp_path):
     assert FrameData(frame()).spec() == ArrayData(X, Y).spec()
     assert ArrayData(X + 1e-12, Y).spec() != ArrayData(X, Y).spec()
+    path = tmp_path / "ck.npz"
+    fit((X, Y), checkpoint=path, **RUN | {"iterations": 3})
+    resumed = fit(frame(), resume=path, **RUN)
+    assert_same_fit(resumed, baseline("master", False))
+    with pytest.raises(CheckpointError, match="data"):
+        fit((X + 1e-12, Y), resume=path, **RUN)
 
 
 @pytest.mark.parametrize("data, error, message", [

@@ -41,6 +41,16 @@ def check_arrays(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def check_w_star(w_star: Any) -> np.ndarray | None:
+    """A given ``w*`` as a finite float64 vector (None stays None)."""
+    if w_star is None:
+        return None
+    w = _floats("w_star", w_star)
+    if w.ndim != 1 or not np.all(np.isfinite(w)):
+        raise ValueError(f"w_star must be a finite 1-D vector, got shape {w.shape}")
+    return w
+
+
 def _floats(name: str, value: Any) -> np.ndarray:
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.floating):
@@ -67,22 +77,12 @@ class ArrayData:
     def __init__(self, X: Any, y: Any, w_star: Any = None) -> None:
         self.X, self.y = check_arrays(X, y)
         self.n, self.d = self.X.shape
-        self._w_star = None
-        if w_star is not None:
-            w = _floats("w_star", w_star)
-            if w.ndim != 1 or not np.all(np.isfinite(w)):
-                raise ValueError(f"w_star must be a finite 1-D vector, got shape {w.shape}")
-            self._w_star = w
+        self.w_star = check_w_star(w_star)
         self._digest: str | None = None
         self._shipped: tuple[int, list] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={self.n}, d={self.d})"
-
-    @property
-    def w_star(self) -> np.ndarray | None:
-        """The ``w_star`` given, else None."""
-        return self._w_star
 
     def spec(self) -> dict:
         """``kind``, ``n``, ``d`` and a digest of the values (a checkpoint resumes only
@@ -109,7 +109,7 @@ class ArrayData:
             refs = []
             for k in range(K):
                 X, y = self.shard(k, K)
-                refs.append(ShippedShard(ray.put(X), ray.put(y), k, K, self._w_star))
+                refs.append(ShippedShard(ray.put(X), ray.put(y), k, K, self.w_star))
             self._shipped = (K, refs)
         return self._shipped[1]
 

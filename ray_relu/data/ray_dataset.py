@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..shards import shard_bounds
+from .arrays import check_w_star
 from .columns import Columns, find_columns, to_arrays
 
 
@@ -60,16 +61,11 @@ class RayDatasetData:
                 _read(self.dataset.limit(1).materialize(), columns, "Ray Dataset")[0]
                 .shape[1])
         self.columns, self.d = columns, columns.d
-        self._w_star = None if w_star is None else np.asarray(w_star, dtype=np.float64)
+        self.w_star = check_w_star(w_star)
         self._splits: tuple[int, list] | None = None
 
     def __repr__(self) -> str:
         return f"RayDatasetData(n={self.n}, d={self.d})"
-
-    @property
-    def w_star(self) -> np.ndarray | None:
-        """The ``w_star`` given, else None."""
-        return self._w_star
 
     def spec(self) -> dict:
         """Size and columns (not the values: hashing them would read every row here)."""
@@ -87,7 +83,7 @@ class RayDatasetData:
             self._splits = None
             bounds = [shard_bounds(self.n, k, K)[0] for k in range(1, K)]
             parts = self.dataset.split_at_indices(bounds) if bounds else [self.dataset]
-            self._splits = (K, [DatasetSplit(p, k, K, self.columns, self._w_star)
+            self._splits = (K, [DatasetSplit(p, k, K, self.columns, self.w_star)
                                 for k, p in enumerate(parts)])
         return self._splits[1]
 
