@@ -246,6 +246,15 @@ def test_bad_parquet_and_ray_datasets_name_the_column(tmp_path):
     nan = frame().assign(x1=np.where(np.arange(90) == 60, np.nan, X[:, 1]))
     with pytest.raises(ValueError, match=r"shard 2 of 3: column 'x1' has 1 missing"):
         RayDatasetData(ray.data.from_pandas(nan)).shard(2, 3)
+    inf = frame().assign(x1=np.where(np.arange(90) == 70, np.inf, X[:, 1]))
+    with pytest.raises(ValueError, match=r"shard 2 of 3: column 'x1' has NaN or inf "
+                                         r"\(first at row 70\)"):
+        RayDatasetData(ray.data.from_pandas(inf)).shard(2, 3)
+    pq.write_table(pa.Table.from_pandas(inf, preserve_index=False), tmp_path / "inf.parquet",
+                   row_group_size=32)
+    with pytest.raises(ValueError, match=r"inf.parquet \(row group 2\): column 'x1' has "
+                                         r"NaN or inf \(first at row 70\)"):
+        ParquetData(tmp_path / "inf.parquet").shard(1, 2)
 
 
 def test_pandas_and_ray_are_imported_only_when_needed():

@@ -89,7 +89,7 @@ def _check_scalar(schema: pa.Schema, name: str, where: str) -> None:
     t = schema.field(name).type
     if not pa.types.is_floating(t):
         raise ValueError(f"{where}: column {name!r} has type {t}; expected a floating type "
-                         f"(double or float); convert it, e.g. df[{name!r}].astype(float)")
+                         f"(double or float): convert the column to float")
 
 
 def _list_width(schema: pa.Schema, name: str, where: str) -> int | None:
@@ -107,8 +107,10 @@ def _list_width(schema: pa.Schema, name: str, where: str) -> int | None:
     return storage.list_size if pa.types.is_fixed_size_list(storage) else None
 
 
-def to_arrays(table: pa.Table, columns: Columns, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """``table``'s rows as float64 ``(X, y)``, checked finite, shapes ``(rows, d)``."""
+def to_arrays(table: pa.Table, columns: Columns, where: str,
+              first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``table``'s rows as float64 ``(X, y)``, checked finite, shapes ``(rows, d)``;
+    ``first_row`` is the data set's row number of the table's first row (for errors)."""
     rows = table.num_rows
     y = _values(table.column(columns.label), where, columns.label)
     if columns.listed:
@@ -118,12 +120,12 @@ def to_arrays(table: pa.Table, columns: Columns, where: str) -> tuple[np.ndarray
         X = np.empty((rows, len(columns.features)))
         for j, name in enumerate(columns.features):
             X[:, j] = _values(table.column(name), where, name)
-    _check_finite(y, where, columns.label)
+    _check_finite(y, where, columns.label, first_row)
     if columns.listed:
-        _check_finite(X, where, columns.features[0])
+        _check_finite(X, where, columns.features[0], first_row)
     else:
         for j, name in enumerate(columns.features):
-            _check_finite(X[:, j], where, name)
+            _check_finite(X[:, j], where, name, first_row)
     return X, y
 
 
@@ -152,9 +154,9 @@ def _list_values(column: pa.ChunkedArray, rows: int, d: int | None, where: str,
     return flat.astype(np.float64, copy=False).reshape(rows, width)
 
 
-def _check_finite(values: np.ndarray, where: str, name: str) -> None:
+def _check_finite(values: np.ndarray, where: str, name: str, first_row: int) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
-        row = int(np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))[0])
+        row = first_row + int(np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))[0])
         raise ValueError(f"{where}: column {name!r} has NaN or inf (first at row {row}); "
                          f"every value must be finite")

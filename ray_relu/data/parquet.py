@@ -135,7 +135,7 @@ class ParquetData:
             lo, hi = max(start, first), min(stop, first + count)
             if lo < hi:
                 X[lo - start:hi - start], y[lo - start:hi - start] = \
-                    self._read(fi, gi, lo - first, hi - lo)
+                    self._read(fi, gi, lo - first, hi - lo, lo)
         return X, y
 
     def shard(self, k: int, K: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,11 +145,14 @@ class ParquetData:
     def _open(self, fi: int) -> Any:
         return self.filesystem.open_input_file(self.files[fi])
 
-    def _read(self, fi: int, gi: int, offset: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    def _read(self, fi: int, gi: int, offset: int, count: int,
+              first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` rows from ``offset`` of row group ``gi`` of file ``fi`` (the data
+        set's row ``first_row`` onwards)."""
         with self._open(fi) as f:
             table = pq.ParquetFile(f).read_row_group(gi, columns=self.columns.names)
         where = f"{describe(self.filesystem, self.files[fi])} (row group {gi})"
-        return to_arrays(table.slice(offset, count), self.columns, where)
+        return to_arrays(table.slice(offset, count), self.columns, where, first_row)
 
 
 def _files(filesystem: pafs.FileSystem, root: str, shown: str) -> list[str]:

@@ -83,7 +83,8 @@ class RayDatasetData:
             self._splits = None
             bounds = [shard_bounds(self.n, k, K)[0] for k in range(1, K)]
             parts = self.dataset.split_at_indices(bounds) if bounds else [self.dataset]
-            self._splits = (K, [DatasetSplit(p, k, K, self.columns, self.w_star)
+            self._splits = (K, [DatasetSplit(p, k, K, self.columns, self.w_star,
+                                             shard_bounds(self.n, k, K)[0])
                                 for k, p in enumerate(parts)])
         return self._splits[1]
 
@@ -92,17 +93,20 @@ class DatasetSplit:
     """One actor's split of a :class:`RayDatasetData`: block references."""
 
     def __init__(self, part: Any, k: int, K: int, columns: Columns,
-                 w_star: np.ndarray | None) -> None:
+                 w_star: np.ndarray | None, first_row: int) -> None:
         self.part, self.k, self.K, self.columns, self.w_star = part, k, K, columns, w_star
+        self.first_row = first_row
 
     def shard(self, k: int, K: int) -> tuple[np.ndarray, np.ndarray]:
         """The split's rows as float64 ``(X, y)``."""
         if (k, K) != (self.k, self.K):
             raise ValueError(f"this is shard {self.k} of {self.K}, not {k} of {K}")
-        return _read(self.part, self.columns, f"Ray Dataset shard {k} of {K}")
+        return _read(self.part, self.columns, f"Ray Dataset shard {k} of {K}",
+                     self.first_row)
 
 
-def _read(dataset: Any, columns: Columns, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _read(dataset: Any, columns: Columns, where: str,
+          first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The rows of a materialized ``dataset``, fetched block by block into this process.
 
     No Ray Data operator runs here (an operator's tasks would wait for CPUs that the
@@ -115,7 +119,7 @@ def _read(dataset: Any, columns: Columns, where: str) -> tuple[np.ndarray, np.nd
         if not isinstance(block, pa.Table):
             block = pa.Table.from_pandas(block, preserve_index=False)
         tables.append(block.select(columns.names))
-    return to_arrays(pa.concat_tables(tables), columns, where)
+    return to_arrays(pa.concat_tables(tables), columns, where, first_row)
 
 
 def _materialize_in_order(dataset: Any) -> Any:
