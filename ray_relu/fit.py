@@ -49,7 +49,9 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
     Parameters
     ----------
     problem : the data: a planted problem (``PlantedReLU``, ``Planted(model, ...)``),
-        ``ParquetData`` or a path to Parquet data.
+        numpy arrays ``(X, y)``, a pandas DataFrame, a path or URI of Parquet data, a
+        ``ray.data.Dataset``, or a :class:`~ray_relu.data.DataSource`
+        (:func:`ray_relu.data.as_source`; ``docs/data.md``).
     config : a :class:`~ray_relu.settings.RunConfig`; the algorithm's parameters
         (``model``, ``codec``, ``codec_options``, ``workers``, ``mode``, ``batch_size``,
         ``step_size``, ``iterations``, ``tol``, ``init``, ``seed``,

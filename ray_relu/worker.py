@@ -1,7 +1,9 @@
 """``ShardWorker``: the Ray actor that owns one shard of the data.
 
-A worker builds its shard where it runs (from the problem's parameters, or by reading
-its rows of a Parquet file), keeps a replica of ``w``, and in each round ``t``:
+A worker builds its shard where it runs (from the problem's parameters, by reading its
+rows of a Parquet file, or by fetching its rows of in-memory data or of a Ray Dataset
+from the object store; :mod:`ray_relu.data`), keeps a replica of ``w``, and in each
+round ``t``:
 
 1. brings its replica to ``w_t`` from what the coordinator sends (``kind``):
    ``"set"`` (an encoded ``w_t``), ``"statistic"`` (the K encoded shard statistics
