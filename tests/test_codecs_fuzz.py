@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 import pytest
 
-from ray_relu.codecs import QSGD, Codec, CodecError, get_codec
+from ray_relu.codecs import (QSGD, Codec, CodecError, Natural, PowerSGD, RandK, Sign,
+                             TernGrad, TopK, get_codec)
 from ray_relu.codecs.base import HEADER_SIZE
 
 MAX_DIM = 1 << 16          # what the fuzz loop allows a decoder to allocate (x 8 bytes)
@@ -27,8 +28,13 @@ EXTREME = [0, 1, 2, 3, 7, 8, 255, 256, 2 ** 15, 2 ** 16 - 1, 2 ** 31 - 1, 2 ** 3
 LENGTH_AT = 21
 HEADER_FIELDS = [(5, "<8s"), (13, "<Q"), (LENGTH_AT, "<Q")]
 BLOCK_FIELDS = {"qsgd": [(29, "<I"), (33, "<I"), (37, "<B"), (38, "<B"), (39, "<h")],
-                "fp16": [(29, "<h")], "fp32": [], "fp64": []}
-BLOCK_SIZE = {"qsgd": 12, "fp16": 2, "fp32": 0, "fp64": 0}
+                "fp16": [(29, "<h")], "fp32": [], "fp64": [],
+                # the compressors (docs/compressors.md); float fields get integer bits
+                "topk": [(29, "<I"), (33, "<B"), (34, "<Q")], "randk": [(29, "<I"), (33, "<Q")],
+                "sign": [(29, "<Q")], "terngrad": [(29, "<Q"), (37, "<B"), (38, "<I")],
+                "natural": [(29, "<h")], "powersgd": [(29, "<I"), (33, "<I")]}
+BLOCK_SIZE = {"qsgd": 12, "fp16": 2, "fp32": 0, "fp64": 0, "topk": 5, "randk": 12,
+              "sign": 8, "terngrad": 9, "natural": 2, "powersgd": 8}
 
 
 def set_length(b: bytearray, n: int) -> None:
@@ -51,6 +57,12 @@ def message_pool() -> list[tuple[Codec, bytes]]:
                    dict(levels=127, coding="dense")):
             codec = QSGD(**kw)
             pool.append((codec, codec.encode(v, rng=rng)))
+        for codec in (TopK(k=3), TopK(ratio=0.5, levels=5), RandK(k=2), Sign(), TernGrad(),
+                      Natural(), PowerSGD(), PowerSGD(rank=2, rows=2 if d % 2 == 0 else 1)):
+            pool.append((codec, codec.encode(v, rng=rng)))
+        spike = np.zeros(d)
+        spike[-1] = 5.0
+        pool.append((TernGrad(), TernGrad().encode(spike, rng=rng)))    # sparse coding
     return pool
 
 

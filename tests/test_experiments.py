@@ -12,8 +12,8 @@ import pytest
 
 from ray_relu.cli import main
 from ray_relu.experiments import (EXPERIMENTS, PROFILES, ExperimentResult, communication,
-                                  convergence, noise, quantization, read_metadata,
-                                  reproduce, sample_complexity)
+                                  compressors, convergence, noise, quantization,
+                                  read_metadata, reproduce, sample_complexity)
 from ray_relu.experiments import analysis
 from ray_relu.codecs import available_codecs
 from ray_relu.experiments.codec_specs import parse_codec, parse_codecs
@@ -206,6 +206,23 @@ def test_quantization_and_communication_tiny(ray_session, tmp_path):
         quantization(d=30, modes=("ring",))
     with pytest.raises(ValueError, match="codec spec"):
         communication(d=30, codecs=("int8",))
+
+
+def test_compressors_tiny(ray_session, tmp_path):
+    r = compressors(d=12, workers=2, codecs=("fp32", "qsgd s=16 dense", "sign"),
+                    iterations=600)
+    _check_result(r, "compressors", ["codec", "error_feedback", "bytes_to_target",
+                                     "rel_error_at_equal_bytes"], tmp_path)
+    rows = {(x["codec"], x["error_feedback"]): x for x in r.table.to_pylist()}
+    assert len(rows) == 6 and all(x["reached_target"] for x in rows.values())
+    # sign's message is 29 + 8 + 2 bytes against fp32's 29 + 4 * 12 (headers weigh at d = 12)
+    assert rows["sign", False]["bytes_per_iter"] < rows["fp32", False]["bytes_per_iter"] / 1.5
+    # a matrix of parameters brings PowerSGD in; the table records the model
+    h = compressors(d=6, workers=2, model="hidden", codecs=("powersgd r=1",),
+                    feedback=(True,), iterations=400, target=1e-3)
+    assert h.params["model"]["id"] == "hidden" and h.table.num_rows == 1
+    with pytest.raises(ValueError, match="unknown compressor"):
+        compressors(d=12, codecs=("zip",))
 
 
 # -- reproduce and the command line --------------------------------------------------------

@@ -67,6 +67,11 @@ ENGINE_BYTES = (E + "test_qsgd_bytes_are_the_sum_of_the_real_message_sizes",
                 E + "test_bytes_are_the_real_message_sizes")
 ENGINE_RESUME = (E + "test_resume_continues_exactly",)
 ENGINE_AHEAD = (E + "test_rounds_ahead_stop_exactly_where_tol_is_met",)
+EF = "tests/test_error_feedback.py"
+EF_EXACT = (EF + "::test_error_feedback_fit_is_the_reference",)
+EF_FAULTS = (EF + "::test_killed_workers_replay_their_memory_exactly",)
+EF_RESUME = (EF + "::test_resume_carries_the_memory",)
+FB = "ray_relu/codecs/feedback.py"
 
 A, C, W, K = ("ray_relu/algorithm.py", "ray_relu/coordinator.py", "ray_relu/worker.py",
               "ray_relu/checkpoint.py")
@@ -79,9 +84,11 @@ KERN = "ray_relu/codecs/_kernels.py"
 MUTATIONS = [
     # ---- the five bugs of issue 15
     Mutation("issue 1: downlink without its (seed, DOWNLINK, t) stream", C,
-             "delta = algorithm.encode_downlink(self.downlink, -self.step_size * g,\n"
-             "                                              self.plan.seed, t)",
-             "delta = self.downlink.encode(-self.step_size * g)", ENGINE_DOWNLINK),
+             "delta, self.downlink_residual = algorithm.compress_downlink(\n"
+             "                self.downlink, -self.step_size * g, self.downlink_residual,\n"
+             "                self.plan.seed, t)",
+             "delta, self.downlink_residual = (\n"
+             "                self.downlink.encode(-self.step_size * g), None)", ENGINE_DOWNLINK),
     Mutation("issue 2: default step 1/c instead of 1/(2c)", MB,
              "mean / c))", "2.0 * mean / c))", MODEL),
     Mutation("issue 3: moment start (1/n) instead of (2/n)", SI,
@@ -100,9 +107,9 @@ MUTATIONS = [
              "batch_rows, replace=False)", "batch_rows, replace=True)", ALGORITHM),
     Mutation("batches not sorted", A, "return np.sort(idx)", "return idx", ALGORITHM),
     Mutation("every worker quantizes with the same stream", A,
-             "rng=rng_for(seed, QUANTIZE, t, k)", "rng=rng_for(seed, QUANTIZE, t)", ALGORITHM),
+             "rng_for(seed, QUANTIZE, t, k))", "rng_for(seed, QUANTIZE, t))", ALGORITHM),
     Mutation("the downlink reuses one stream every iteration", A,
-             "rng=rng_for(seed, DOWNLINK, t)", "rng=rng_for(seed, DOWNLINK, 0)", ALGORITHM),
+             "rng_for(seed, DOWNLINK, t))", "rng_for(seed, DOWNLINK, 0))", ALGORITHM),
     Mutation("average drops the weight of worker 0", A,
              "total = weights[0] * grads[0]", "total = grads[0].copy()", ALGORITHM),
     Mutation("average in reverse worker order", A,
@@ -141,8 +148,8 @@ MUTATIONS = [
              MODEL),
     # ---- coordinator.py
     Mutation("master counts every uplink message as long as worker 0's", C,
-             "up = sum(len(m) for m in messages)\n        return",
-             "up = self.K * len(messages[0])\n        return",
+             "up = sum(len(m) for m in messages)\n        if self.feedback:",
+             "up = self.K * len(messages[0])\n        if self.feedback:",
              ENGINE_BYTES),
     Mutation("loss averaged without the batch weights", C,
              "return float(sum(wk * v for wk, v in zip(self.plan.weights, values)))",
@@ -152,8 +159,8 @@ MUTATIONS = [
              "recovery or _shipped(self.exact.encode(self._previous if self._previous is "
              "not None else self.w))", ENGINE_FAULTS),
     Mutation("all-to-all adopts a snapshot under the wrong round", C,
-             'self._snapshot = (c, "set", [_shipped(message)])',
-             'self._snapshot = (c + 1, "set", [_shipped(message)])', ENGINE_SNAPSHOTS),
+             'self._snapshot = (c, "set", [_shipped(message)],',
+             'self._snapshot = (c + 1, "set", [_shipped(message)],', ENGINE_SNAPSHOTS),
     Mutation("all-to-all replays one round too few", C,
              "while self._submitted < through:", "while self._submitted < through - 1:",
              ENGINE_FAULTS),
@@ -166,18 +173,21 @@ MUTATIONS = [
              "algorithm.average(grads, self.plan.weights)",
              "algorithm.average(grads, [1 / len(grads)] * len(grads))", ENGINE_EXACT),
     Mutation("a worker counts its own init statistic as received", W,
-             'if not (kind == "statistic" and j == self.k))', ")", ENGINE_BYTES),
+             'if not (kind == "statistic" and j == self.k)\n', 'if not False\n',
+             ENGINE_BYTES),
     Mutation("a worker puts its own message first", W,
              "messages.insert(self.k, self.own)", "messages.insert(0, self.own)",
              ENGINE_EXACT),
     Mutation("a worker keeps only its newest replica", W,
-             "if r <= t - KEPT_REPLICAS or r > t]", "if r < t]", ENGINE_AHEAD),
+             "for old in [r for r in self.kept if r <= t - KEPT_REPLICAS or r > t]",
+             "for old in [r for r in self.kept if r < t]", ENGINE_AHEAD),
     Mutation("a worker applies the master's update with the wrong sign", W,
              "w = self.w + self.downlink.decode(payload[0])",
              "w = self.w - self.downlink.decode(payload[0])", ENGINE_DOWNLINK),
     # ---- checkpoint.py
     Mutation("checkpoint forgets the master's next w", K,
-             "        arrays[\"next_w\"] = ckpt.next_w\n", "        pass\n", CHECKPOINT),
+             "    for name in (\"next_w\", \"residuals\", \"downlink_residual\"):",
+             "    for name in (\"residuals\", \"downlink_residual\"):", CHECKPOINT),
     Mutation("checkpoint message sizes not checked", K,
              "if offsets[-1] != len(blob):", "if False:", CHECKPOINT),
     Mutation("checkpoint format version not checked", K,
@@ -255,6 +265,19 @@ MUTATIONS = [
              "_flush(words, a3, h3, w3)\n    return _to_bytes(words, (nbits + 7) // 8)",
              "_flush(words, a3, h3, w3)\n    return _to_bytes(words, nbits // 8)",
              CODECS + KERNELS),
+    # ---- error feedback: the memory is state
+    Mutation("error feedback forgets the memory", FB,
+             "corrected = g if residual is None else g + residual", "corrected = g",
+             ("tests/test_compressors.py",) + EF_EXACT),
+    Mutation("worker encodes with no memory", W,
+             "self.codec, g, self.residuals.get(t), self.plan.seed, t, self.k)",
+             "self.codec, g, None, self.plan.seed, t, self.k)", EF_EXACT),
+    Mutation("master replays a restarted worker without its memory", C,
+             "            payload.append(self._snap[\"residuals\"][k])", "            pass",
+             EF_FAULTS),
+    Mutation("checkpoint drops the workers' memories", K,
+             "    for name in (\"next_w\", \"residuals\", \"downlink_residual\"):",
+             "    for name in (\"next_w\", \"downlink_residual\"):", EF_RESUME),
 ]
 
 

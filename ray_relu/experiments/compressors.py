@@ -1,6 +1,7 @@
 """Experiment 6: the compressor zoo, with and without error feedback, on real bytes.
 
-What it measures: one planted problem fitted on Ray to ``target`` with every
+What it measures: one planted problem (the paper's ReLU, or another model of
+:mod:`ray_relu.models`) fitted on Ray to ``target`` with every
 compressor (each at its default step size, K workers, one mode), once plain and once
 wrapped in :class:`~ray_relu.codecs.ErrorFeedback`. Bytes are the real message sizes
 the engine counted (every direction, start-up included). Per run: iterations, bytes and
@@ -29,47 +30,60 @@ import numpy as np
 import pyarrow as pa
 
 from .._validation import check_choice, check_float, check_int
-from ..codecs import (QSGD, Codec, ErrorFeedback, FullPrecision, Natural, RandK, Sign,
-                      TernGrad, TopK)
+from ..codecs import (QSGD, Codec, ErrorFeedback, FullPrecision, Natural, PowerSGD, RandK,
+                      Sign, TernGrad, TopK)
+from ..models import Planted, get_model
 from ..settings import MODES
 from . import analysis, plotting
 from .result import ExperimentResult
-from .runs import BYTE_COLUMNS, ray_fit, planted
+from .runs import BYTE_COLUMNS, planted, ray_fit
 from .tables import column, stack, tagged
 
 NAME = "compressors"
-# label -> codec for dimension d; the first is the baseline of the claim
-ZOO: dict[str, Callable[[int], Codec]] = {
-    "fp32": lambda d: FullPrecision("float32"),
-    "qsgd s=16 elias": lambda d: QSGD(levels=16, coding="elias"),
-    "qsgd s=16 dense": lambda d: QSGD(levels=16, coding="dense"),
-    "top-5%": lambda d: TopK(ratio=0.05),
-    "rand-25%": lambda d: RandK(ratio=0.25),
-    "sign": lambda d: Sign(),
-    "terngrad": lambda d: TernGrad(),
-    "natural": lambda d: Natural(),
+# label -> codec for a parameter of this shape (a vector, or a matrix of rows x cols)
+ZOO: dict[str, Callable[[tuple], Codec]] = {
+    "fp32": lambda shape: FullPrecision("float32"),
+    "qsgd s=16 elias": lambda shape: QSGD(levels=16, coding="elias"),
+    "qsgd s=16 dense": lambda shape: QSGD(levels=16, coding="dense"),
+    "top-5%": lambda shape: TopK(ratio=0.05),
+    "rand-25%": lambda shape: RandK(ratio=0.25),
+    "sign": lambda shape: Sign(),
+    "terngrad": lambda shape: TernGrad(),
+    "natural": lambda shape: Natural(),
+    "powersgd r=1": lambda shape: PowerSGD(rank=1, rows=shape[0] if len(shape) == 2 else 1),
 }
+# PowerSGD compresses nothing on a vector (docs/compressors.md): only for matrices
+VECTOR_ZOO = tuple(label for label in ZOO if not label.startswith("powersgd"))
 BIASED = ("top-5%", "sign")
 LINK_RATES = {"10 mbit": 10e6, "100 mbit": 100e6, "1 gbit": 1e9}
 LINK_LATENCY_S = 1e-4
 
 
 def compressors(*, d: int = 200, n_over_d: float = 8.0, workers: int = 4,
-                mode: str = "master", codecs: Sequence[str] = tuple(ZOO),
+                mode: str = "master", model: Any = "relu",
+                codecs: Sequence[str] | None = None,
                 feedback: Sequence[bool] = (False, True), iterations: int = 3000,
                 target: float = 1e-6, seed: int = 0) -> ExperimentResult:
     """Bytes, link time and error of every compressor (see the module docstring).
 
     Parameters
     ----------
-    d, n_over_d : problem size (``n = round(n_over_d * d)``), noise-free planted ReLU.
+    d, n_over_d : problem size (``n = round(n_over_d * d)``), noise-free.
     workers, mode : the Ray workers K and the aggregation mode.
-    codecs : labels of :data:`ZOO`.
+    model : the planted model (a name of :func:`ray_relu.models.get_model` or a Model).
+    codecs : labels of :data:`ZOO`; default all of them, PowerSGD only for a model
+        whose parameters are a matrix.
     feedback : which of plain (False) and error feedback (True) to run.
     iterations, target : budget, and the ``rel_error`` each run stops at.
     seed : seed of the problem and of every draw.
     """
+    model = get_model(model)
     problem = planted(d, n_over_d, seed=seed)
+    if model != problem.model:
+        problem = Planted(model, problem.d, problem.n, seed=seed)
+    shape = model.param_shapes(problem.d)[0]
+    if codecs is None:
+        codecs = tuple(ZOO) if len(shape) == 2 else VECTOR_ZOO
     K = check_int("workers", workers, minimum=1)
     mode = check_choice("mode", mode, MODES)
     target = check_float("target", target, strictly_positive=True)
@@ -80,7 +94,7 @@ def compressors(*, d: int = 200, n_over_d: float = 8.0, workers: int = 4,
     runs = []
     for label in codecs:
         for memory in dict.fromkeys(bool(f) for f in feedback):
-            codec = ZOO[label](problem.d)
+            codec = ZOO[label](shape)
             try:
                 history = ray_fit(problem, codec=ErrorFeedback(codec) if memory else codec,
                                   workers=K, mode=mode, iterations=iterations, tol=target,
@@ -97,10 +111,11 @@ def compressors(*, d: int = 200, n_over_d: float = 8.0, workers: int = 4,
     return ExperimentResult(
         name=NAME, table=table, curves=curves_table,
         figure=plotting.figure_of(PANELS, table, curves_table,
-                                  f"Compressors: d={problem.d}, n={problem.n}, K={K}, "
-                                  f"{mode}, target {target:g}"),
+                                  f"Compressors: {model.model_id}, d={problem.d}, "
+                                  f"n={problem.n}, K={K}, {mode}, target {target:g}"),
         claim=claim(table, target), holds=_holds(table),
         params={"d": problem.d, "n": problem.n, "workers": K, "mode": mode,
+                "model": model.get_config(),
                 "codecs": list(codecs), "feedback": [bool(f) for f in feedback],
                 "iterations": iterations, "target": target, "engine": "ray",
                 "seed": seed})
