@@ -81,19 +81,31 @@ class EmulatedCluster:
     cluster_id : 0..250; clusters with different ids can run side by side (own
         bridge, subnet ``10.213.<id>.0/24``, namespaces and state directory).
     direct : start Ray with ``ray start`` over SSH instead of ``ray up`` (debugging).
+    autoscale : ``ray up`` starts the head only; the other ``nodes - 1`` hosts are the
+        local provider's pool (``min_workers: 0``), which Ray's autoscaler starts over
+        SSH when actors wait for CPUs (a fit with ``cpus_per_worker=1``) and releases
+        after ``idle_minutes`` without work (Ray's ``idle_timeout_minutes``, >= 1).
     script : path of ``emulate.sh`` (default: the checkout's ``cluster/emulate.sh``).
     """
 
     def __init__(self, nodes: int = 3, *, rate: str = "100mbit", delay: str | None = None,
                  cpus_per_node: int = 2, head_cpus: int | None = None,
                  cluster_id: int = 0, direct: bool = False,
-                 object_store_bytes: int | None = None,
+                 object_store_bytes: int | None = None, autoscale: bool = False,
+                 idle_minutes: int = 1,
                  script: str | os.PathLike | None = None) -> None:
         from .cluster_check import emulate_script
         if not isinstance(nodes, int) or nodes < 1:
             raise ValueError(f"nodes must be an integer >= 1, got {nodes!r}")
         if not isinstance(cluster_id, int) or not 0 <= cluster_id <= 250:
             raise ValueError(f"cluster_id must be an integer in 0..250, got {cluster_id!r}")
+        if autoscale and (nodes < 2 or direct):
+            raise ValueError("autoscale=True needs nodes >= 2 (the head plus a pool of worker "
+                             f"hosts) and direct=False; got nodes={nodes!r}, direct={direct!r}")
+        if not isinstance(idle_minutes, int) or idle_minutes < 1:
+            raise ValueError("idle_minutes must be a whole number of minutes >= 1 (Ray's "
+                             f"idle_timeout_minutes), got {idle_minutes!r}")
+        self.autoscale, self.idle_minutes = bool(autoscale), idle_minutes
         self.nodes, self.rate, self.delay = nodes, rate, delay
         self.cpus_per_node, self.cluster_id, self.direct = cpus_per_node, cluster_id, direct
         self.head_cpus = head_cpus
@@ -129,6 +141,8 @@ class EmulatedCluster:
             args += ["--head-cpus", str(self.head_cpus)]
         if self.direct:
             args.append("--direct")
+        if self.autoscale:
+            args += ["--autoscale", "--idle-minutes", str(self.idle_minutes)]
         self.up_log = self._run(*args, timeout=timeout).stderr
         self._info = None
         return self.info
@@ -169,6 +183,10 @@ class EmulatedCluster:
         """``emulate.sh status --json``: ``{"up": ..., "alive_nodes": ..., ...}``."""
         proc = self._run("status", "--json", check=False)
         return json.loads(proc.stdout) if proc.stdout.strip() else {"up": False}
+
+    def alive_nodes(self) -> int:
+        """How many Ray nodes the head's dashboard reports alive now."""
+        return int(self.status().get("alive_nodes", 0))
 
     def shape(self, rate: str, delay: str | None = None) -> dict:
         """Reshape every link of the running cluster (Ray keeps running)."""
