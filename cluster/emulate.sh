@@ -12,6 +12,9 @@
 #                                  then namespaces, bridge and state removed
 #   cluster/emulate.sh status [--json]
 #   cluster/emulate.sh shape --rate R [--delay D]   reshape the links of a running cluster
+#   cluster/emulate.sh block I | unblock I   stall host I's link: drop every packet in
+#                                  and out of it (nftables in its namespace; TCP
+#                                  connections stay open and retransmit) / let it pass
 #   cluster/emulate.sh submit [ray job submit options] -- ENTRYPOINT...
 #                                  ray job submit to the head (token auth set up)
 #   cluster/emulate.sh logs ID [--follow]   a job's output (`ray job logs` with the
@@ -672,6 +675,27 @@ EOF
     fi
 }
 
+BLOCK_TABLE=rr_block
+cmd_block() { # cmd_block block|unblock INDEX
+    local action=$1 i=${2:-}
+    [[ "$i" =~ ^[0-9]+$ && "$i" -lt "$NODES" ]] \
+        || die "usage: $EMU_CMD $action INDEX  (a host 0..$((NODES - 1)); 0 is the head)"
+    command -v nft >/dev/null || die "missing nft: run 'bash cluster/install-deps.sh'"
+    local ns; ns=$(node_ns "$i")
+    ip netns exec "$ns" nft delete table inet "$BLOCK_TABLE" 2>/dev/null || true
+    if [ "$action" = block ]; then
+        ip netns exec "$ns" nft -f - <<EOF || die "nft could not block $(node_name "$i")"
+table inet $BLOCK_TABLE {
+    chain in { type filter hook input priority 0; policy accept; iifname "eth0" drop; }
+    chain out { type filter hook output priority 0; policy accept; oifname "eth0" drop; }
+}
+EOF
+        log "$(node_name "$i") ($(node_ip "$i")): link blocked (every packet dropped)"
+    else
+        log "$(node_name "$i") ($(node_ip "$i")): link open again"
+    fi
+}
+
 require_up() { [ -f "$EMU_DIR/cluster.json" ] || die "cluster $ID is not up: run '$EMU_CMD up' first"; }
 
 anything_up() { # any trace of cluster $ID on this machine
@@ -707,6 +731,7 @@ case "${1:-}" in
         require_root; cmd_down ;;
     status) shift; cmd_status "$@" ;;
     shape) shift; cmd_shape "$@" ;;
+    block|unblock) require_up; require_root; cmd_block "$@" ;;
     submit) shift; require_up; client_env; cd "$REPO"
         log "Ray's own hints below (ray job logs|status|stop ID) need this cluster's address" \
             "and token: run them as '$EMU_CMD logs ID' or '$EMU_CMD exec -- ray job status ID'"
