@@ -647,7 +647,9 @@ cmd_status() {
         ssh_node "$i" true 2>/dev/null && state="sshd ok"
         echo "  $(node_name "$i") $(node_ip "$i") netns $(node_ns "$i"): $state"
     done
-    echo "  Ray nodes alive: ${alive:-?} of $NODES; jobs/dashboard at http://$(head_ip):$DASHBOARD_PORT"
+    local pool=""
+    [ "$AUTOSCALE" -eq 1 ] && pool=" (autoscaling: worker hosts join on demand, leave after $IDLE_MINUTES idle min)"
+    echo "  Ray nodes alive: ${alive:-?} of $NODES$pool; jobs/dashboard at http://$(head_ip):$DASHBOARD_PORT"
     (client_env; ray status --address "$(head_ip):$GCS_PORT" 2>&1) || true
 }
 

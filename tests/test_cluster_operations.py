@@ -215,11 +215,12 @@ def test_a_stall_longer_than_round_timeout_stops_names_the_worker_and_resumes(cl
         reopen.join()
     assert failed.status == "FAILED", (failed.status, failed.logs[-2000:])
     found = re.search(r"RoundTimeoutError: round (\d+): no answer from worker 2 within "
-                      r"round_timeout=5 s; checkpoint of round (\d+) written to (\S+)",
-                      failed.logs)
+                      r"round_timeout=5 s \(worker 2 on node (\S+)\); checkpoint of round "
+                      r"(\d+) written to (\S+)", failed.logs)
     assert found, failed.logs[-3000:]
-    stalled_round, saved = int(found.group(1)), int(found.group(2))
-    assert found.group(3) == s3.uri(key)
+    stalled_round, saved = int(found.group(1)), int(found.group(3))
+    assert found.group(2) == cluster.info["node_ips"][host]      # the blocked host
+    assert found.group(4) == s3.uri(key)
     assert 0 < saved < stalled_round <= RUN["iterations"]
     assert s3.checkpoint_round(key) == saved
     assert stopped_s < BLOCK_S, stopped_s      # the timeout, not the link's return, ended it
