@@ -240,7 +240,7 @@ def test_four_concurrent_jobs_each_give_the_history_they_give_alone(cluster):
     # fp32 and fp16: no codec kernels to compile in each of the twelve new actors.
     runs = [({"d": 40, "n": 400, "seed": 20 + i},
              dict(workers=K, mode=("master", "all-to-all")[i % 2],
-                  codec=("fp32", "fp16")[i // 2], iterations=60, tol=0.0, seed=i))
+                  codec=("fp32", "fp16")[i // 2], iterations=300, tol=0.0, seed=i))
             for i in range(4)]
     begin = time.monotonic()
     jobs = [cluster.start(cluster.fit_spec(problem, cpus_per_worker=0.5, **run))
