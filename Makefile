@@ -4,6 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
+# Pin OpenBLAS's kernel on x86-64: its dot products round differently on AVX-512 and
+# AVX2 machines, and the tests compare runs with bits recorded on another machine
+# (tests/data/relu_golden.json). Haswell's kernels run on every x86-64 CPU with AVX2.
+ifeq ($(shell uname -m),x86_64)
+export OPENBLAS_CORETYPE ?= Haswell
+endif
 
 .PHONY: install install-peers demo test test-cluster mutate bench reproduce clean
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .codecs import Codec
+from .codecs import Codec, ErrorFeedback
 from .seeding import BATCH, DOWNLINK, QUANTIZE, rng_for
 
 if TYPE_CHECKING:
@@ -40,14 +40,39 @@ def evaluate(model: "Model", w: np.ndarray, X: np.ndarray, y: np.ndarray,
     return model.loss_and_gradient(w, X, y)
 
 
+def compress_gradient(codec: Codec, g: np.ndarray, residual: np.ndarray | None,
+                      seed: int, t: int, k: int) -> tuple[bytes, np.ndarray | None]:
+    """Encode worker ``k``'s gradient of iteration ``t`` with its own random stream.
+
+    With error feedback, ``residual`` is the worker's memory at iteration ``t`` (None:
+    zero) and the second value its memory for ``t + 1``; without, both are None.
+    """
+    return _compress(codec, g, residual, rng_for(seed, QUANTIZE, t, k))
+
+
+def compress_downlink(codec: Codec, delta: np.ndarray, residual: np.ndarray | None,
+                      seed: int, t: int) -> tuple[bytes, np.ndarray | None]:
+    """Encode the master's update of iteration ``t`` (a stream distinct from the
+    workers'), with the master's memory under error feedback as in
+    :func:`compress_gradient`."""
+    return _compress(codec, delta, residual, rng_for(seed, DOWNLINK, t))
+
+
 def encode_gradient(codec: Codec, g: np.ndarray, seed: int, t: int, k: int) -> bytes:
-    """Encode worker ``k``'s gradient of iteration ``t`` with its own random stream."""
-    return codec.encode(g, rng=rng_for(seed, QUANTIZE, t, k))
+    """The message of :func:`compress_gradient` with no memory."""
+    return compress_gradient(codec, g, None, seed, t, k)[0]
 
 
 def encode_downlink(codec: Codec, delta: np.ndarray, seed: int, t: int) -> bytes:
-    """Encode the master's update of iteration ``t`` (stream distinct from workers')."""
-    return codec.encode(delta, rng=rng_for(seed, DOWNLINK, t))
+    """The message of :func:`compress_downlink` with no memory."""
+    return compress_downlink(codec, delta, None, seed, t)[0]
+
+
+def _compress(codec: Codec, vec: np.ndarray, residual: np.ndarray | None,
+              rng: np.random.Generator) -> tuple[bytes, np.ndarray | None]:
+    if isinstance(codec, ErrorFeedback):
+        return codec.compress(vec, residual, rng=rng)
+    return codec.encode(vec, rng=rng), None
 
 
 def average(grads: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:

@@ -47,6 +47,8 @@ class Checkpoint:
     messages: list[bytes] | None = None     # older all-to-all files: messages of round t
     replica_divergence: float = 0.0
     restarts: int = 0
+    residuals: np.ndarray | None = None          # error feedback: each worker's memory
+    downlink_residual: np.ndarray | None = None  # error feedback: the master's memory
 
 
 def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
@@ -61,8 +63,9 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
         writer.write_table(ckpt.history)
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
               "w": ckpt.w, "history": np.frombuffer(sink.getvalue(), dtype=np.uint8)}
-    if ckpt.next_w is not None:
-        arrays["next_w"] = ckpt.next_w
+    for name in ("next_w", "residuals", "downlink_residual"):
+        if getattr(ckpt, name) is not None:
+            arrays[name] = getattr(ckpt, name)
     if ckpt.messages is not None:
         arrays["message_sizes"] = np.array([len(m) for m in ckpt.messages], dtype=np.int64)
         arrays["messages"] = np.frombuffer(b"".join(ckpt.messages), dtype=np.uint8)
@@ -98,6 +101,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
                               history=history, fingerprint=meta["fingerprint"],
                               converged=bool(meta["converged"]),
                               next_w=np.array(z["next_w"]) if "next_w" in z else None,
+                              residuals=np.array(z["residuals"]) if "residuals" in z
+                              else None,
+                              downlink_residual=np.array(z["downlink_residual"])
+                              if "downlink_residual" in z else None,
                               next_bytes=int(meta.get("next_bytes", 0)),
                               messages=messages,
                               replica_divergence=float(meta["replica_divergence"]),

@@ -61,7 +61,8 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--noise", type=float, default=0.0, help="label noise std (default 0)")
     data.add_argument("--data-seed", type=int, default=0, help="seed of the planted data")
     data.add_argument("--data", default=None,
-                      help="Parquet file or directory instead of a planted problem")
+                      help="Parquet file, directory or URI (file://, s3://, ...) "
+                      "instead of a planted problem")
     run = p.add_argument_group("run")
     run.add_argument("--model", default="relu", choices=available_models(),
                      help="the model fitted, and the one labelling planted data "

@@ -45,7 +45,7 @@ import ray
 from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError
 
 from . import algorithm
-from .codecs import FullPrecision, get_codec
+from .codecs import ErrorFeedback, FullPrecision, get_codec
 from .codecs.base import HEADER_SIZE
 from .settings import WorkerPlan
 from .worker import ReplicaLost, RoundStats
@@ -115,6 +115,7 @@ class _Coordinator:
         self.K = len(workers)
         self.rel_error = plan.model.error_meter(w_star)
         self.codec = get_codec(plan.codec)
+        self.feedback = isinstance(self.codec, ErrorFeedback)
         self.exact = FullPrecision("float64")
         self.restarts = 0
         self.t = -1                      # the last round whose record was returned
@@ -131,6 +132,15 @@ class _Coordinator:
             done = set(ready)
             late = sorted({owners[i] for i, ref in enumerate(refs) if ref not in done})
             raise RoundTimeoutError(t, late, self.round_timeout) from None
+
+    def _residual_messages(self, t: int) -> list[bytes]:
+        """Every worker's error-feedback memory of round ``t``, encoded exactly."""
+        return self._get([wk.residual_message.remote(t) for wk in self.workers], t,
+                         list(range(self.K)))
+
+    def _decoded(self, messages: list) -> np.ndarray:
+        return np.array([self.exact.decode(m if isinstance(m, bytes) else ray.get(m))
+                         for m in messages])
 
     def _weighted(self, values: list[float]) -> float:
         return float(sum(wk * v for wk, v in zip(self.plan.weights, values)))
@@ -172,6 +182,13 @@ class MasterCoordinator(_Coordinator):
         self._next_bytes = 0                      # and their total size
         self.current: np.ndarray | None = None    # w_t of the last round
         self._previous: np.ndarray | None = None
+        self.downlink_residual: np.ndarray | None = None    # the master's own memory
+        # Error feedback: a restarted worker cannot be sent w_t alone, it also needs its
+        # memory. The driver keeps a snapshot (the state after some round s, with every
+        # worker's memory, refreshed every SNAPSHOT_EVERY rounds) and what it shipped
+        # in each round since, and replays the restarted worker from there.
+        self._snap: dict | None = None
+        self._log: dict[int, tuple[str, list]] = {}
 
     def start(self, t: int, w0: np.ndarray | None) -> RoundRecord:
         """Round ``t`` from ``w0``, or from the data initialization when None."""
@@ -182,6 +199,7 @@ class MasterCoordinator(_Coordinator):
             up = sum(len(m) for m in messages)
             w0 = algorithm.data_start(self.plan, [self.exact.decode(m) for m in messages])
         self._set(np.array(w0, dtype=np.float64))
+        self._take_snapshot(t - 1, None, None)
         record = self.next_round(t)
         record.bytes_up += up
         record.wall_s = time.perf_counter() - begin
@@ -206,8 +224,9 @@ class MasterCoordinator(_Coordinator):
         g = algorithm.average([self.codec.decode(m) for m in messages], self.plan.weights)
         w_t = self.w
         if self.downlink is not None:
-            delta = algorithm.encode_downlink(self.downlink, -self.step_size * g,
-                                              self.plan.seed, t)
+            delta, self.downlink_residual = algorithm.compress_downlink(
+                self.downlink, -self.step_size * g, self.downlink_residual,
+                self.plan.seed, t)
             self.w = w_t + self.downlink.decode(delta)
             self._ship("delta", [[_shipped(delta)]] * self.K, self.K * len(delta))
         else:
@@ -218,8 +237,50 @@ class MasterCoordinator(_Coordinator):
                   if self._previous is not None else float("nan"))
         self._previous = self.current = w_t
         up = sum(len(m) for m in messages)
+        if self.feedback:
+            up += self._keep_for_replay(t, w_t, messages)
         return self._record(t, stats, time.perf_counter() - begin, rel_err, change,
                             up, down, 0, driver_codec_s)
+
+    def _keep_for_replay(self, t: int, w_t: np.ndarray, messages: list[bytes]) -> int:
+        """Log how round ``t + 1``'s replicas follow from round ``t`` (error feedback),
+        and refresh the snapshot every ``SNAPSHOT_EVERY`` rounds; return the bytes the
+        snapshot's memories took (a fixed round's uplink, so histories stay exact)."""
+        if self.downlink is not None:
+            self._log[t + 1] = self._next[0], self._next[1]
+        else:
+            shipped = [_shipped(m) for m in messages]
+            self._log[t + 1] = "peers", [_others(shipped, k) for k in range(self.K)]
+        if (t + 1) % SNAPSHOT_EVERY:
+            return 0
+        residuals = self._residual_messages(t + 1)
+        self._take_snapshot(t, w_t, residuals)
+        return sum(len(m) for m in residuals)
+
+    def _take_snapshot(self, t: int, w_t: np.ndarray | None,
+                       residuals: list | None) -> None:
+        """Remember the state after round ``t`` (the next round's w, its bytes, every
+        worker's memory) and forget the log before it."""
+        if not self.feedback:
+            return
+        self._snap = {"after": t, "w": w_t, "next_w": self.w, "next_bytes": self._next_bytes,
+                      "residuals": residuals,
+                      "downlink_residual": None if self.downlink_residual is None
+                      else self.downlink_residual.copy()}
+        self._log = {}
+
+    def _replay_worker(self, k: int, t: int) -> tuple:
+        """Bring restarted worker ``k`` from the snapshot to round ``t`` (its calls run
+        in order on the actor); return the refs of its round-``t`` call."""
+        first = self._snap["after"] + 1
+        payload = [_shipped(self.exact.encode(self._snap["next_w"]))]
+        if self._snap["residuals"] is not None:
+            payload.append(self._snap["residuals"][k])
+        refs = self.workers[k].advance.remote((first, "set", self.step_size), *payload)
+        for r in range(first + 1, t + 1):
+            kind, payloads = self._log[r]
+            refs = self.workers[k].advance.remote((r, kind, self.step_size), *payloads[k])
+        return refs
 
     def _ship_exact(self, w_next: np.ndarray, messages: list[bytes]) -> None:
         """Ship ``w_{t+1}`` exactly, in whichever form moves fewer bytes: ``w`` in
@@ -251,6 +312,9 @@ class MasterCoordinator(_Coordinator):
                     break
                 except RECOVERABLE as exc:
                     self._give_up(t, attempt, exc)
+                    if self.feedback:
+                        pending[k] = self._replay_worker(k, t)
+                        continue
                     recovery = recovery or _shipped(self.exact.encode(self.w))
                     pending[k] = self.workers[k].advance.remote((t, "set", 0.0), recovery)
         return stats, messages
@@ -261,21 +325,44 @@ class MasterCoordinator(_Coordinator):
 
     def driver_state(self) -> tuple[int, np.ndarray, dict] | None:
         """``(t, w_t, continuation)`` of the last completed round, from what the driver
-        holds (no worker is asked: they may be unreachable)."""
+        holds (no worker is asked: they may be unreachable). With error feedback the
+        workers' memories are known only at the snapshot, so that is the state."""
+        if self.feedback:
+            snap = self._snap
+            if snap is None or snap["w"] is None:
+                return None
+            return snap["after"], snap["w"].copy(), {
+                "next_w": snap["next_w"].copy(), "next_bytes": snap["next_bytes"],
+                "residuals": self._decoded(snap["residuals"]),
+                "downlink_residual": snap["downlink_residual"]}
         if self.current is None:
             return None
         return self.t, self.current_w(), self.continuation()
 
     def continuation(self) -> dict:
-        """What a checkpoint needs to continue after the last round: ``w_{t+1}`` and
-        the bytes the next round ships (fresh workers get ``w_{t+1}`` itself instead)."""
-        return {"next_w": self.w.copy(), "next_bytes": self._next_bytes}
+        """What a checkpoint needs to continue after the last round: ``w_{t+1}``, the
+        bytes the next round ships (fresh workers get ``w_{t+1}`` itself instead) and,
+        with error feedback, every memory for round ``t + 1`` (asked of the workers)."""
+        state = {"next_w": self.w.copy(), "next_bytes": self._next_bytes,
+                 "downlink_residual": self.downlink_residual}
+        if self.feedback:
+            state["residuals"] = self._decoded(self._residual_messages(self.t + 1))
+        return state
 
     def resume(self, t: int, w_t: np.ndarray, continuation: dict) -> None:
         """Continue after round ``t`` from ``w_t`` and what :meth:`continuation` gave."""
         self.current, self._previous = w_t.copy(), w_t.copy()
         self._set(continuation["next_w"].copy())
+        residuals = continuation.get("residuals")
+        if residuals is not None:
+            memories = [_shipped(self.exact.encode(r)) for r in residuals]
+            kind, payloads = self._next
+            self._ship(kind, [p + [m] for p, m in zip(payloads, memories)],
+                       self._next_bytes)
+        if continuation.get("downlink_residual") is not None:
+            self.downlink_residual = np.array(continuation["downlink_residual"])
         self._next_bytes = continuation.get("next_bytes") or self._next_bytes
+        self._take_snapshot(t, self.current, memories if residuals is not None else None)
         self.t = t
 
 
@@ -288,8 +375,10 @@ class AllToAllCoordinator(_Coordinator):
         self.last_round = last_round
         self._rounds: dict[int, tuple[list, list]] = {}   # t -> (message, stats refs)
         self._submitted = -1
-        self._snapshot: tuple[int, str, list] | None = None    # (round c, kind, payload)
-        self._pending_snapshot: tuple[int, Any] | None = None  # (round c, ref)
+        # (round c, kind, payload, memories): payload brings every replica to w_c;
+        # memories (error feedback only) hold each worker's memory of round c.
+        self._snapshot: tuple[int, str, list, list | None] | None = None
+        self._pending_snapshot: tuple[int, Any, list | None] | None = None
         self._snapshot_bytes = 0          # snapshot bytes received, not yet recorded
         self._start: tuple[int, str] = (-1, "")   # the first round and how it started
 
@@ -298,10 +387,10 @@ class AllToAllCoordinator(_Coordinator):
         if w0 is None:
             # Shard statistics are exchanged like gradients: K refs to every worker.
             self._snapshot = (t, "statistic",
-                              [wk.statistic_message.remote() for wk in self.workers])
+                              [wk.statistic_message.remote() for wk in self.workers], None)
         else:
             message = self.exact.encode(np.asarray(w0, dtype=np.float64))
-            self._snapshot = (t, "set", [_shipped(message)])
+            self._snapshot = (t, "set", [_shipped(message)], None)
         self._start = self._snapshot[:2]
         self._replay(t)
         return self.next_round(t)
@@ -309,14 +398,18 @@ class AllToAllCoordinator(_Coordinator):
     def resume(self, t: int, w_t: np.ndarray, continuation: dict) -> None:
         """Continue after round ``t`` from ``w_t``: the workers replay round ``t`` from
         it (the same messages as the first time), then go on. ``continuation`` may say
-        ``data_init=True`` (the run started from a data initialization)."""
-        self._snapshot = (t, "set", [_shipped(self.exact.encode(w_t))])
+        ``data_init=True`` (the run started from a data initialization) and, with
+        error feedback, must hold ``residuals``, every worker's memory of round ``t``."""
+        residuals = continuation.get("residuals")
+        memories = None if residuals is None else \
+            [_shipped(self.exact.encode(r)) for r in residuals]
+        self._snapshot = (t, "set", [_shipped(self.exact.encode(w_t))], memories)
         self._replay(t)
         self.t = t
         # Ask for the snapshot the uninterrupted run asked for at round t (see
         # _rotate_snapshot), so that its bytes land in the same history row.
         if t % SNAPSHOT_EVERY == 0 and (t > 0 or continuation.get("data_init")):
-            self._pending_snapshot = (t, self.workers[0].replica_message.remote(t))
+            self._request_snapshot(t)
 
     def next_round(self, t: int) -> RoundRecord:
         begin = time.perf_counter()
@@ -344,8 +437,10 @@ class AllToAllCoordinator(_Coordinator):
 
     def _replay(self, through: int) -> None:
         """Submit round ``c`` from the snapshot, then rounds ``c + 1 .. through``."""
-        c, kind, payload = self._snapshot
-        calls = [wk.advance.remote((c, kind, 0.0), *payload) for wk in self.workers]
+        c, kind, payload, memories = self._snapshot
+        calls = [wk.advance.remote((c, kind, 0.0), *payload,
+                                   *([] if memories is None else [memories[k]]))
+                 for k, wk in enumerate(self.workers)]
         self._rounds = {c: ([m for m, _ in calls], [s for _, s in calls])}
         self._submitted = c
         while self._submitted < through:
@@ -389,32 +484,53 @@ class AllToAllCoordinator(_Coordinator):
         may live on the workers' nodes), and adopt it ``SNAPSHOT_LAG`` rounds later,
         by then long arrived: a fixed round, so the history's bytes are deterministic."""
         if self._pending_snapshot is not None and t >= self._pending_snapshot[0] + SNAPSHOT_LAG:
-            c, ref = self._pending_snapshot
-            self._pending_snapshot = None
+            c = self._pending_snapshot[0]
             try:
-                message = ray.get(ref)
+                message, memories = self._fetch_snapshot()
             except RECOVERABLE:
-                return                   # worker 0 was lost: keep the older snapshot
-            self._snapshot = (c, "set", [_shipped(message)])
-            self._snapshot_bytes += len(message)
-        c, kind, _ = self._snapshot
+                # A worker died with the request queued. Round t was just collected,
+                # so every worker is back and still holds round c: ask again.
+                self._request_snapshot(c)
+                try:
+                    message, memories = self._fetch_snapshot()
+                except RECOVERABLE:
+                    return               # lost again: keep the older snapshot
+            self._snapshot = (c, "set", [_shipped(message)],
+                              None if memories is None else [_shipped(m) for m in memories])
+            self._snapshot_bytes += len(message) + sum(len(m) for m in memories or [])
+        c, kind = self._snapshot[:2]
         if t % SNAPSHOT_EVERY == 0 and self._pending_snapshot is None \
                 and (c < t or kind != "set"):
-            self._pending_snapshot = (t, self.workers[0].replica_message.remote(t))
+            self._request_snapshot(t)
+
+    def _fetch_snapshot(self) -> tuple[bytes, list[bytes] | None]:
+        _, ref, memory_refs = self._pending_snapshot
+        self._pending_snapshot = None
+        return ray.get(ref), None if memory_refs is None else ray.get(memory_refs)
+
+    def _request_snapshot(self, t: int) -> None:
+        """Ask worker 0 for ``w_t`` and, with error feedback, every worker for its
+        memory of round ``t``."""
+        memories = ([wk.residual_message.remote(t) for wk in self.workers]
+                    if self.feedback else None)
+        self._pending_snapshot = (t, self.workers[0].replica_message.remote(t), memories)
 
     def current_w(self) -> np.ndarray:
         """``w_t`` of the last recorded round (all replicas are identical)."""
         return self._get([self.workers[0].replica_at.remote(self.t)], self.t, [0])[0]
 
     def driver_state(self) -> tuple[int, np.ndarray, dict] | None:
-        """``(c, w_c, {})`` of the driver's snapshot (no worker is asked: they may be
-        unreachable); None before the first snapshot of an exact ``w``."""
-        c, kind, payload = self._snapshot
-        if kind != "set" or c > self.t:
+        """``(c, w_c, continuation)`` of the driver's snapshot (no worker is asked: they
+        may be unreachable); None before the first snapshot of an exact ``w``."""
+        c, kind, payload, memories = self._snapshot
+        if kind != "set" or c > self.t or (self.feedback and memories is None and c > 0):
             return None
-        message = payload[0] if isinstance(payload[0], bytes) else ray.get(payload[0])
-        return c, self.exact.decode(message), {}
+        state = {} if memories is None else {"residuals": self._decoded(memories)}
+        return c, self._decoded(payload)[0], state
 
     def continuation(self) -> dict:
-        """Nothing beyond ``w_t``: resuming replays round ``t`` from it."""
-        return {}
+        """Resuming replays round ``t`` from ``w_t``; with error feedback it also needs
+        every worker's memory of round ``t`` (asked of the workers)."""
+        if not self.feedback:
+            return {}
+        return {"residuals": self._decoded(self._residual_messages(self.t))}

@@ -49,7 +49,9 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
     Parameters
     ----------
     problem : the data: a planted problem (``PlantedReLU``, ``Planted(model, ...)``),
-        ``ParquetData`` or a path to Parquet data.
+        numpy arrays ``(X, y)``, a pandas DataFrame, a path or URI of Parquet data, a
+        ``ray.data.Dataset``, or a :class:`~ray_relu.data.DataSource`
+        (:func:`ray_relu.data.as_source`; ``docs/data.md``).
     config : a :class:`~ray_relu.settings.RunConfig`; the algorithm's parameters
         (``model``, ``codec``, ``codec_options``, ``workers``, ``mode``, ``batch_size``,
         ``step_size``, ``iterations``, ``tol``, ``init``, ``seed``,
@@ -146,7 +148,9 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
         rows = state.history.to_pylist()
         coord.restarts = state.restarts
         coord.resume(t, state.w, {"next_w": state.next_w, "next_bytes": state.next_bytes,
-                                  "data_init": settings.data_init})
+                                  "data_init": settings.data_init,
+                                  "residuals": state.residuals,
+                                  "downlink_residual": state.downlink_residual})
     progress = progress_reporter(watch.progress, settings.iterations, t,
                                  settings.stopping_rule)
     metrics = FitMetrics(watch.name, settings.mode) if watch.metrics else None
@@ -211,7 +215,8 @@ def _save(path, settings, state, rows, converged, divergence, restarts) -> None:
         iteration=t, w=w, history=history_table(rows[:t + 1]),
         fingerprint=settings.fingerprint(), converged=bool(converged),
         next_w=extra.get("next_w"), next_bytes=extra.get("next_bytes", 0),
-        replica_divergence=divergence or 0.0, restarts=restarts))
+        replica_divergence=divergence or 0.0, restarts=restarts,
+        residuals=extra.get("residuals"), downlink_residual=extra.get("downlink_residual")))
 
 
 def _result(settings: RunSettings, w, t, converged, divergence, history,

@@ -49,13 +49,16 @@ def sgd(problem: Any, config: RunConfig | None = None, /, **options: Any) -> Ref
         w = algorithm.data_start(plan, [s.model.shard_statistic(s.init, X, y)
                                         for X, y in shards])
     iterates, rows, previous = [], [], None
+    residuals, downlink_residual = [None] * K, None      # error feedback's memory
     for t in range(s.iterations + 1):
         losses, grads = [], []
         for k, (X, y) in enumerate(shards):
             idx = algorithm.batch_indices(plan.seed, t, k, len(y), plan.batch_rows[k])
             loss, g = algorithm.evaluate(s.model, w, X, y, idx)
             losses.append(loss)
-            grads.append(s.codec.decode(algorithm.encode_gradient(s.codec, g, plan.seed, t, k)))
+            message, residuals[k] = algorithm.compress_gradient(s.codec, g, residuals[k],
+                                                                plan.seed, t, k)
+            grads.append(s.codec.decode(message))
         change = algorithm.relative_change(w, previous) if previous is not None else float("nan")
         rows.append({"iteration": t, "loss": float(sum(c * v for c, v in zip(plan.weights, losses))),
                      "rel_error": rel_error(w), "rel_change": change})
@@ -67,6 +70,7 @@ def sgd(problem: Any, config: RunConfig | None = None, /, **options: Any) -> Ref
         if s.downlink is None:
             w = algorithm.sgd_step(w, g, s.step_size)
         else:
-            delta = algorithm.encode_downlink(s.downlink, -s.step_size * g, plan.seed, t)
+            delta, downlink_residual = algorithm.compress_downlink(
+                s.downlink, -s.step_size * g, downlink_residual, plan.seed, t)
             w = w + s.downlink.decode(delta)
     return ReferenceRun(np.array(iterates), pa.Table.from_pylist(rows))

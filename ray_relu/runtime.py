@@ -12,7 +12,7 @@ from typing import Any
 
 import ray
 
-from .data import DataSource
+from .data import DataSource, worker_sources
 from .settings import WorkerPlan
 from .worker import KEPT_REPLICAS, ShardWorker
 
@@ -112,9 +112,10 @@ def spawn_workers(source: DataSource, K: int, plan: WorkerPlan, *, num_cpus: flo
         options["runtime_env"] = {"env_vars": {
             "RAY_max_direct_call_object_size": str(P2P_INLINE_BYTES)}}
     remote_cls = ray.remote(ShardWorker).options(**options)
-    # The source is small (parameters, a path or object refs): each actor, and each
-    # restart of it, rebuilds its shard from it.
-    return [remote_cls.remote(source, k, K, plan) for k in range(K)]
+    # What an actor receives is small (parameters, a path, or refs to its own rows):
+    # each actor, and each restart of it, rebuilds its shard from it.
+    shipped = worker_sources(source, K)
+    return [remote_cls.remote(shipped[k], k, K, plan) for k in range(K)]
 
 
 def stop_workers(actors: list) -> None:

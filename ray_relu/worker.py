@@ -1,7 +1,9 @@
 """``ShardWorker``: the Ray actor that owns one shard of the data.
 
-A worker builds its shard where it runs (from the problem's parameters, or by reading
-its rows of a Parquet file), keeps a replica of ``w``, and in each round ``t``:
+A worker builds its shard where it runs (from the problem's parameters, by reading its
+rows of a Parquet file, or by fetching its rows of in-memory data or of a Ray Dataset
+from the object store; :mod:`ray_relu.data`), keeps a replica of ``w``, and in each
+round ``t``:
 
 1. brings its replica to ``w_t`` from what the coordinator sends (``kind``):
    ``"set"`` (an encoded ``w_t``), ``"statistic"`` (the K encoded shard statistics
@@ -17,7 +19,11 @@ Steps 1 to 3 are one actor call, so an iteration costs one call per worker.
 
 Everything random is keyed by (seed, t, k), so a worker restarted after a crash rebuilds
 its shard and, given ``w_c`` of some earlier round (``"set"``) and the rounds after it,
-produces the very same bytes again. The last few replicas are kept
+produces the very same bytes again. With error feedback the worker's memory (the
+residual of :class:`~ray_relu.codecs.ErrorFeedback`) is state too: a ``"set"`` may
+carry the residual of round ``c`` as a second message, and the coordinator keeps it in
+its snapshots and checkpoints (:meth:`ShardWorker.residual_message`).
+The last few replicas are kept
 (:meth:`ShardWorker.replica_at`), because the coordinator submits rounds ahead and
 asks for ``w_t`` after the worker may have moved on.
 """
@@ -34,7 +40,7 @@ import numpy as np
 import ray
 
 from . import algorithm
-from .codecs import FullPrecision, get_codec
+from .codecs import ErrorFeedback, FullPrecision, get_codec
 from .data import DataSource
 from .settings import WorkerPlan
 
@@ -92,6 +98,9 @@ class ShardWorker:
         self.t = -1
         self.own: bytes | None = None           # this worker's message of round t
         self.kept: dict[int, np.ndarray] = {}   # round -> replica, the last few
+        # Error feedback: round -> the memory that round's gradient is encoded with.
+        self.feedback = isinstance(self.codec, ErrorFeedback)
+        self.residuals: dict[int, np.ndarray | None] = {0: None}
 
     def info(self) -> dict:
         """Where this worker runs and what it holds (for placement checks and logs)."""
@@ -119,6 +128,16 @@ class ShardWorker:
         """``w_t`` encoded exactly: a snapshot the coordinator can replay from."""
         return self.exact.encode(self.replica_at(t))
 
+    def residual_message(self, t: int) -> bytes:
+        """Error feedback's memory for round ``t``, encoded exactly (zeros before the
+        first round): with ``w_t``, what a replay of round ``t`` needs."""
+        if t not in self.residuals:
+            raise ReplicaLost(f"worker {self.k} holds no error-feedback memory of "
+                              f"iteration {t} (it is at iteration {self.t})")
+        residual = self.residuals[t]
+        return self.exact.encode(np.zeros(self.model.num_params(self.plan.d))
+                                 if residual is None else residual)
+
     @ray.method(num_returns=2)
     def advance(self, round_: tuple, *payload: bytes) -> tuple[bytes, bytes]:
         """Bring the replica to ``w_t`` (see module doc), then evaluate and encode.
@@ -134,8 +153,16 @@ class ShardWorker:
         start = time.perf_counter()
         if kind == "set":
             w = self.exact.decode(payload[0])
+            if len(payload) > 1:                 # error feedback's memory of round t
+                self.residuals[t] = self.exact.decode(payload[1])
+            elif t == 0:                         # a start: no memory yet
+                self.residuals[t] = None
+            elif self.feedback and t not in self.residuals:
+                raise ReplicaLost(f"worker {self.k} was sent w_{t} without the "
+                                  f"error-feedback memory of that round")
         elif kind == "statistic":
             w = algorithm.data_start(self.plan, [self.exact.decode(p) for p in payload])
+            self.residuals[t] = None
         else:
             if self.t != t - 1 or self.w is None:
                 raise ReplicaLost(f"worker {self.k} holds iteration {self.t}, "
@@ -153,7 +180,8 @@ class ShardWorker:
         # Bytes that reached this worker from elsewhere: everything it was sent, except
         # the statistic it computed itself.
         received = sum(len(p) for j, p in enumerate(payload)
-                       if not (kind == "statistic" and j == self.k))
+                       if not (kind == "statistic" and j == self.k)
+                       and not (kind == "set" and j == 1))
         message, stats = self._evaluate(t, decode_s, received)
         self.own = message
         return message, stats.pack()
@@ -163,6 +191,8 @@ class ShardWorker:
         self.kept[t] = w
         for old in [r for r in self.kept if r <= t - KEPT_REPLICAS or r > t]:
             del self.kept[old]     # too old, or from a timeline a replay has replaced
+        for old in [r for r in self.residuals if r <= t - KEPT_REPLICAS or r > t]:
+            del self.residuals[old]
 
     def _evaluate(self, t: int, decode_s: float, received: int) -> tuple[bytes, RoundStats]:
         t0 = time.perf_counter()
@@ -170,7 +200,8 @@ class ShardWorker:
                                       self.plan.batch_rows[self.k])
         loss, g = algorithm.evaluate(self.model, self.w, self.X, self.y, idx)
         t1 = time.perf_counter()
-        message = algorithm.encode_gradient(self.codec, g, self.plan.seed, t, self.k)
+        message, self.residuals[t + 1] = algorithm.compress_gradient(
+            self.codec, g, self.residuals.get(t), self.plan.seed, t, self.k)
         t2 = time.perf_counter()
         previous = self.kept.get(t - 1)
         stats = RoundStats(

@@ -20,7 +20,8 @@ def sample(**changes) -> ck.Checkpoint:
                   fingerprint={"seed": 3, "codec": {"id": "qsgd", "levels": 2}},
                   converged=True, next_w=np.array([0.5, 0.25, -1.0]),
                   messages=[b"abc", b"", b"\x00\xff" * 5], replica_divergence=1.5e-17,
-                  restarts=4)
+                  restarts=4, residuals=np.array([[1e-3, -2.0, 0.0], [0.0, 0.0, 5e-310]]),
+                  downlink_residual=np.array([0.25, 0.0, -7.0]))
     fields.update(changes)
     return ck.Checkpoint(**fields)
 
@@ -31,14 +32,16 @@ def assert_same(a: ck.Checkpoint, b: ck.Checkpoint) -> None:
     np.testing.assert_array_equal(a.w, b.w)
     assert a.history.equals(b.history)
     assert a.messages == b.messages
-    if a.next_w is None:
-        assert b.next_w is None
-    else:
-        np.testing.assert_array_equal(a.next_w, b.next_w)
+    for name in ("next_w", "residuals", "downlink_residual"):
+        if getattr(a, name) is None:
+            assert getattr(b, name) is None
+        else:
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
 @pytest.mark.parametrize("changes", [{}, dict(messages=None),
-                                     dict(next_w=None, converged=False, restarts=0)])
+                                     dict(next_w=None, converged=False, restarts=0,
+                                          residuals=None, downlink_residual=None)])
 def test_round_trip(tmp_path, changes):
     path = tmp_path / "ck.npz"
     original = sample(**changes)

@@ -4,6 +4,7 @@ defaults, validation; the ReLU's numbers to the last bit."""
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -265,14 +266,20 @@ def test_array_validation_names_the_argument_and_shape():
 
 def test_relu_reference_runs_equal_the_recorded_ones_to_the_last_bit():
     """tests/data/relu_golden.json was written by tools/make_relu_golden.py from the
-    code before the models protocol existed: iterates (sha256) and history, bit for bit."""
+    code before the models protocol existed: iterates (sha256) and history, bit for bit.
+
+    The bits depend on OpenBLAS's kernel (AVX-512 dot products round differently from
+    AVX2 ones): the Makefile pins ``OPENBLAS_CORETYPE=Haswell``, the kernel they were
+    recorded with; run the test through ``make test`` or with that variable set."""
     from ray_relu.reference import sgd
     golden = json.loads((Path(__file__).parent / "data" / "relu_golden.json").read_text())
     for case in golden["cases"]:
         run = sgd(PlantedReLU(**case["problem"]), model=ReLU(),
                   iterations=golden["iterations"], tol=0.0, **case["options"])
         digest = hashlib.sha256(np.ascontiguousarray(run.iterates).tobytes()).hexdigest()
-        assert digest == case["iterates_sha256"], case
+        assert digest == case["iterates_sha256"], (
+            f"{case['problem']} {case['options']}: iterates differ from the recorded "
+            f"ones (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')!r})")
         for name, values in case["history"].items():
             assert [float(v).hex() for v in run.history.column(name).to_pylist()] == values
 

@@ -23,7 +23,7 @@ nbclient = pytest.importorskip("nbclient")
 kernelspec = pytest.importorskip("ipykernel.kernelspec")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ("quickstart", "reproduce_paper", "cluster")
+NAMES = ("quickstart", "reproduce_paper", "cluster", "compressors")
 KERNEL = "ray-relu-tests"
 CELL_TIMEOUT = 240
 

@@ -10,6 +10,8 @@ sample_complexity   recovery has a phase transition at a constant n/d
 quantization        QSGD keeps the geometric rate, in master and all-to-all modes
 communication       QSGD reaches a given error with far fewer bytes moved
 noise               with label noise, convergence to a floor proportional to sigma
+compressors         which compressor (with or without error feedback) reaches a given
+                    error with the fewest bytes, and what entropy coding saves
 ==================  ==============================================================
 
 :func:`reproduce` runs them all for a profile (``smoke``, ``quick``, ``full``) and
@@ -17,6 +19,7 @@ writes Parquet and PNG files; ``ray-relu reproduce`` is its command line.
 """
 
 from .communication import communication
+from .compressors import compressors
 from .convergence import convergence
 from .noise import noise
 from .profiles import PROFILES
@@ -26,4 +29,5 @@ from .result import ExperimentResult, read_metadata
 from .sample_complexity import sample_complexity
 
 __all__ = ["convergence", "sample_complexity", "quantization", "communication", "noise",
+           "compressors",
            "reproduce", "EXPERIMENTS", "PROFILES", "ExperimentResult", "read_metadata"]

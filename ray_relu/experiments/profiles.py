@@ -20,6 +20,9 @@ PROFILES: dict[str, dict[str, dict]] = {
                           "iterations": 600},
         "noise": {"d": 50, "sigmas": (0.0, 1e-3, 1e-2), "iterations": 300,
                   "engine": "reference"},
+        "compressors": {"d": 30, "workers": 2,
+                        "codecs": ("fp32", "qsgd s=16 elias", "qsgd s=16 dense", "sign"),
+                        "iterations": 800},
     },
     "quick": {
         "convergence": {"d": 200},
@@ -29,6 +32,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "quantization": {"d": 400, "workers": 4, "iterations": 1000, "tol": 1e-7},
         "communication": {"d": 400, "codecs": ("fp32", "qsgd:4")},
         "noise": {"d": 100, "iterations": 400},
+        "compressors": {"d": 100},
     },
     "full": {
         "convergence": {"d": 1000, "workers": 4},
@@ -39,6 +43,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                                                 "qsgd:sqrt"), "iterations": 4000},
         "noise": {"d": 400, "sigmas": (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 0.3),
                   "iterations": 1500},
+        "compressors": {"d": 1000, "workers": 8, "iterations": 6000},
     },
 }
 

@@ -1,4 +1,4 @@
-"""Run the five experiments of a profile and write their tables, figures and claims.
+"""Run the six experiments of a profile and write their tables, figures and claims.
 
 Output directory layout::
 
@@ -25,7 +25,8 @@ from .result import ExperimentResult
 # The modules, in the order the experiments run (``import_module``: the package
 # namespace binds these names to the experiment functions, not the modules).
 _MODULES = tuple(import_module(f"{__package__}.{name}") for name in (
-    "convergence", "sample_complexity", "quantization", "communication", "noise"))
+    "convergence", "sample_complexity", "quantization", "communication", "noise",
+    "compressors"))
 EXPERIMENTS: dict[str, Callable[..., ExperimentResult]] = {
     m.NAME: getattr(m, m.NAME) for m in _MODULES}
 HEADLINES = {m.NAME: m.PANELS[0] for m in _MODULES}
