@@ -489,8 +489,8 @@ def free_id():
         pytest.skip(f"an emulated cluster {FREE_ID} exists on this machine")
 
 
-@pytest.mark.parametrize("action", ["up", "down", "status", "shape", "submit", "logs", "fetch",
-                                    "exec", "ssh", "env"])
+@pytest.mark.parametrize("action", ["up", "down", "status", "shape", "block", "unblock",
+                                    "submit", "logs", "fetch", "exec", "ssh", "env"])
 def test_every_action_has_help(tmp_path, free_id, action):
     done = ray_relu_cluster(tmp_path, action, "--help")
     assert done.returncode == 0, done.stderr
@@ -507,6 +507,21 @@ def test_hints_name_the_command_the_user_ran(tmp_path, free_id):
     assert done.returncode == 1
     assert f"unknown option for up: --bogus (see 'RAY_RELU_EMU_ID={FREE_ID} ray-relu cluster " \
         "up --help')" in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["up", "--autoscale", "--nodes", "1"],
+     "--autoscale needs --nodes >= 2 (the head plus a pool of worker hosts), got 1"),
+    (["up", "--autoscale", "--idle-minutes", "0.5"],
+     "idle minutes must be a whole number >= 1 (Ray's idle_timeout_minutes), got '0.5'"),
+    (["up", "--autoscale", "--direct"], "--autoscale and --direct exclude each other"),
+    (["block", "1"], f"cluster {FREE_ID} is not up: run 'RAY_RELU_EMU_ID={FREE_ID} ray-relu "
+                     "cluster up' first"),
+])
+def test_bad_autoscale_and_block_arguments_say_what_is_allowed(tmp_path, free_id, args,
+                                                               message):
+    done = ray_relu_cluster(tmp_path, *args)
+    assert done.returncode == 1 and message in done.stderr, done.stderr
 
 
 def test_down_with_nothing_up_removes_nothing(tmp_path, free_id):
