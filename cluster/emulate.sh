@@ -2,12 +2,19 @@
 # Emulated multi-node Ray cluster on one machine, brought up by the real `ray up`.
 #
 #   cluster/emulate.sh up [--nodes N] [--rate R] [--delay D] [--cpus C] [--head-cpus H]
-#                         [--direct]
-#                                  hosts + sshd + `ray up` of a rendered local.yaml
+#                         [--direct] [--autoscale [--idle-minutes M]]
+#                                  hosts + sshd + `ray up` of a rendered local.yaml;
+#                                  --autoscale: `ray up` starts the head only, the other
+#                                  hosts are the autoscaler's pool (min_workers 0),
+#                                  started over SSH when actors wait for CPUs and
+#                                  released after M idle minutes (default 1)
 #   cluster/emulate.sh down        `ray down`, `ray stop` on the workers over SSH,
 #                                  then namespaces, bridge and state removed
 #   cluster/emulate.sh status [--json]
 #   cluster/emulate.sh shape --rate R [--delay D]   reshape the links of a running cluster
+#   cluster/emulate.sh block I | unblock I   stall host I's link: drop every packet in
+#                                  and out of it (nftables in its namespace; TCP
+#                                  connections stay open and retransmit) / let it pass
 #   cluster/emulate.sh submit [ray job submit options] -- ENTRYPOINT...
 #                                  ray job submit to the head (token auth set up)
 #   cluster/emulate.sh logs ID [--follow]   a job's output (`ray job logs` with the
@@ -51,7 +58,8 @@
 # RAY_RELU_EMU_HEAD_CPUS (the head's; default as the others, 0 keeps actors off it),
 # RAY_RELU_EMU_OBJECT_STORE (300000000 bytes per host), RAY_RELU_EMU_DIR
 # (/run/ray_relu_emu/<ID>), RAY_RELU_EMU_SUBNET (10.213.<ID>), RAY_RELU_EMU_PYTHON
-# (the venv's python), RAY_RELU_EMU_AUTOSCALER_V2 (0; see cluster/README.md).
+# (the venv's python), RAY_RELU_EMU_AUTOSCALER_V2 (0; see cluster/README.md),
+# RAY_RELU_EMU_AUTOSCALE (0; 1 as --autoscale), RAY_RELU_EMU_IDLE_MINUTES (1).
 set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -88,6 +96,8 @@ else
     HEAD_CPUS="${RAY_RELU_EMU_HEAD_CPUS:-}"   # empty: as many as the other hosts
     OBJECT_STORE_BYTES="${RAY_RELU_EMU_OBJECT_STORE:-300000000}"
     PY="${RAY_RELU_EMU_PYTHON:-$REPO/.venv/bin/python}"
+    AUTOSCALE="${RAY_RELU_EMU_AUTOSCALE:-0}"
+    IDLE_MINUTES="${RAY_RELU_EMU_IDLE_MINUTES:-1}"
 fi
 VENV_BIN="$(dirname "$PY")"
 BRIDGE="rrbr$ID"
@@ -114,6 +124,8 @@ NUM_CPUS=$NUM_CPUS
 HEAD_CPUS=$HEAD_CPUS
 OBJECT_STORE_BYTES=$OBJECT_STORE_BYTES
 PY=$PY
+AUTOSCALE=$AUTOSCALE
+IDLE_MINUTES=$IDLE_MINUTES
 EOF
 }
 
@@ -125,6 +137,13 @@ check_settings() {
     [[ "$OBJECT_STORE_BYTES" =~ ^[0-9]+$ ]] || die "object store bytes must be an integer"
     [[ "$SUBNET" =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] \
         || die "subnet must be three octets like 10.213.0, got '$SUBNET'"
+    [[ "$AUTOSCALE" =~ ^[01]$ ]] || die "RAY_RELU_EMU_AUTOSCALE must be 0 or 1, got '$AUTOSCALE'"
+    [[ "$IDLE_MINUTES" =~ ^[0-9]+$ && "$IDLE_MINUTES" -ge 1 ]] \
+        || die "idle minutes must be a whole number >= 1 (Ray's idle_timeout_minutes), got '$IDLE_MINUTES'"
+    if [ "$AUTOSCALE" -eq 1 ]; then
+        [ "$NODES" -ge 2 ] || die "--autoscale needs --nodes >= 2 (the head plus a pool of worker hosts), got $NODES"
+        [ "$LAUNCHER" = "ray up" ] || die "--autoscale and --direct exclude each other: the autoscaler starts hosts only under ray up"
+    fi
     check_rate "$RATE"
     check_delay "$DELAY"
 }
@@ -322,18 +341,18 @@ wait_ssh() {
 }
 
 render_yaml() {
-    local workers="" i
+    local workers="" i min_workers=$((NODES - 1)) idle=5 prepared=()
     for ((i = 1; i < NODES; i++)); do workers+="${workers:+, }$(node_ip "$i")"; done
-    "$PY" - "$HERE/templates/emulated-local.yaml" "$EMU_DIR/local.yaml" <<EOF
-import string, sys
-src, dst = sys.argv[1], sys.argv[2]
-text = string.Template(open(src).read()).substitute(
-    CLUSTER_NAME="$CLUSTER_NAME", HEAD_IP="$(head_ip)", WORKER_IPS="$workers",
-    NUM_WORKERS="$((NODES - 1))", EMU_DIR="$EMU_DIR", NUM_CPUS="$NUM_CPUS",
-    HEAD_CPUS="$HEAD_CPUS",
-    OBJECT_STORE_BYTES="$OBJECT_STORE_BYTES")
-open(dst, "w").write(text)
-EOF
+    if [ "$AUTOSCALE" -eq 1 ]; then
+        min_workers=0 idle=$IDLE_MINUTES prepared=(--worker-cpus "$NUM_CPUS")
+    fi
+    "$PY" "$HERE/render_yaml.py" "$HERE/templates/emulated-local.yaml" "$EMU_DIR/local.yaml" \
+        "CLUSTER_NAME=$CLUSTER_NAME" "HEAD_IP=$(head_ip)" "WORKER_IPS=$workers" \
+        "NUM_WORKERS=$((NODES - 1))" "EMU_DIR=$EMU_DIR" "NUM_CPUS=$NUM_CPUS" \
+        "HEAD_CPUS=$HEAD_CPUS" "OBJECT_STORE_BYTES=$OBJECT_STORE_BYTES" \
+        "MIN_WORKERS=$min_workers" "IDLE_TIMEOUT_MINUTES=$idle" "${prepared[@]}" \
+        2> "$EMU_DIR/render.log" \
+        || { cat "$EMU_DIR/render.log" >&2; die "could not render $HERE/templates/emulated-local.yaml"; }
     log "rendered $EMU_DIR/local.yaml (head $(head_ip), workers ${workers:-none})"
 }
 
@@ -387,16 +406,22 @@ EOF
     ) 2>/dev/null
 }
 
-wait_nodes() { # until NODES Ray nodes are alive (the head's autoscaler launches workers)
-    local t0=$1 n=0 t
+wait_nodes() { # until the Ray nodes `up` starts are alive: all NODES (the head's
+    # autoscaler launches the workers), or with --autoscale the head alone
+    local t0=$1 n=0 t want=$NODES
+    [ "$AUTOSCALE" -eq 1 ] && want=1
     for ((t = 0; t < 240; t++)); do
         n=$(alive_nodes || echo 0)
-        [ "$n" -ge "$NODES" ] && break
+        [ "$n" -ge "$want" ] && break
         sleep 1
     done
-    [ "$n" -ge "$NODES" ] || die "only $n of $NODES Ray nodes came up; see $EMU_DIR/ray_up.log and $EMU_DIR/nodes/rr-node0/tmp/ray/session_latest/logs/monitor.*"
+    [ "$n" -ge "$want" ] || die "only $n of $want Ray nodes came up; see $EMU_DIR/ray_up.log and $EMU_DIR/nodes/rr-node0/tmp/ray/session_latest/logs/monitor.*"
     ALL_S=$(since "$t0")
-    log "all $NODES Ray nodes alive $ALL_S s after ray up started"
+    if [ "$AUTOSCALE" -eq 1 ]; then
+        log "head alive $ALL_S s after ray up started; $((NODES - 1)) worker hosts wait for demand (autoscaler, idle timeout $IDLE_MINUTES min)"
+    else
+        log "all $NODES Ray nodes alive $ALL_S s after ray up started"
+    fi
 }
 
 direct_start() { # ray start in each host over SSH, without ray up (debugging the hosts)
@@ -424,6 +449,7 @@ write_cluster_json() { # what the Python helper (ray_relu.emulated) reads
  "auth_token_path": "$EMU_DIR/client/auth_token", "emu_dir": "$EMU_DIR",
  "rate": "$RATE", "delay": "$DELAY", "shaping": "$(cat "$EMU_DIR/shaping")",
  "cpus_per_node": $NUM_CPUS, "head_cpus": $HEAD_CPUS, "launcher": "$LAUNCHER",
+ "autoscale": $([ "$AUTOSCALE" -eq 1 ] && echo true || echo false), "idle_timeout_minutes": $IDLE_MINUTES,
  "seconds": {"hosts": $HOSTS_S, "head": $HEAD_S, "all_nodes": $ALL_S, "total": $TOTAL_S}}
 EOF
 }
@@ -476,6 +502,8 @@ cmd_up() {
             --cpus) NUM_CPUS=$2; shift 2 ;;
             --head-cpus) HEAD_CPUS=$2; shift 2 ;;
             --direct) LAUNCHER="ray start over ssh (--direct)"; shift ;;
+            --autoscale) AUTOSCALE=1; shift ;;
+            --idle-minutes) IDLE_MINUTES=$2; shift 2 ;;
             *) die "unknown option for up: $1 (see '$EMU_CMD up --help')" ;;
         esac
     done
@@ -509,7 +537,11 @@ cmd_up() {
     trap - EXIT INT TERM
     log "cluster $ID up in $TOTAL_S s: jobs and dashboard at http://$(head_ip):$DASHBOARD_PORT (token auth on)"
     local k=$NODES; [ "$HEAD_CPUS" -eq 0 ] && k=$((NODES - 1))
-    log "  e.g. $EMU_CMD submit -- ray-relu fit --workers $k --placement spread --address auto"
+    if [ "$AUTOSCALE" -eq 1 ]; then
+        log "  e.g. $EMU_CMD submit -- ray-relu fit --workers $((NODES - 1)) --cpus-per-worker 1 --address auto  (one-CPU actors: the autoscaler adds hosts)"
+    else
+        log "  e.g. $EMU_CMD submit -- ray-relu fit --workers $k --placement spread --address auto"
+    fi
 }
 
 HOSTS_REMOVED=0
@@ -615,7 +647,9 @@ cmd_status() {
         ssh_node "$i" true 2>/dev/null && state="sshd ok"
         echo "  $(node_name "$i") $(node_ip "$i") netns $(node_ns "$i"): $state"
     done
-    echo "  Ray nodes alive: ${alive:-?} of $NODES; jobs/dashboard at http://$(head_ip):$DASHBOARD_PORT"
+    local pool=""
+    [ "$AUTOSCALE" -eq 1 ] && pool=" (autoscaling: worker hosts join on demand, leave after $IDLE_MINUTES idle min)"
+    echo "  Ray nodes alive: ${alive:-?} of $NODES$pool; jobs/dashboard at http://$(head_ip):$DASHBOARD_PORT"
     (client_env; ray status --address "$(head_ip):$GCS_PORT" 2>&1) || true
 }
 
@@ -640,6 +674,27 @@ info = json.load(open(path))
 info.update(rate=rate, delay=delay, shaping=shaping)
 json.dump(info, open(path, "w"))
 EOF
+    fi
+}
+
+BLOCK_TABLE=rr_block
+cmd_block() { # cmd_block block|unblock INDEX
+    local action=$1 i=${2:-}
+    [[ "$i" =~ ^[0-9]+$ && "$i" -lt "$NODES" ]] \
+        || die "usage: $EMU_CMD $action INDEX  (a host 0..$((NODES - 1)); 0 is the head)"
+    command -v nft >/dev/null || die "missing nft: run 'bash cluster/install-deps.sh'"
+    local ns; ns=$(node_ns "$i")
+    ip netns exec "$ns" nft delete table inet "$BLOCK_TABLE" 2>/dev/null || true
+    if [ "$action" = block ]; then
+        ip netns exec "$ns" nft -f - <<EOF || die "nft could not block $(node_name "$i")"
+table inet $BLOCK_TABLE {
+    chain in { type filter hook input priority 0; policy accept; iifname "eth0" drop; }
+    chain out { type filter hook output priority 0; policy accept; oifname "eth0" drop; }
+}
+EOF
+        log "$(node_name "$i") ($(node_ip "$i")): link blocked (every packet dropped)"
+    else
+        log "$(node_name "$i") ($(node_ip "$i")): link open again"
     fi
 }
 
@@ -678,6 +733,7 @@ case "${1:-}" in
         require_root; cmd_down ;;
     status) shift; cmd_status "$@" ;;
     shape) shift; cmd_shape "$@" ;;
+    block|unblock) require_up; require_root; cmd_block "$@" ;;
     submit) shift; require_up; client_env; cd "$REPO"
         log "Ray's own hints below (ray job logs|status|stop ID) need this cluster's address" \
             "and token: run them as '$EMU_CMD logs ID' or '$EMU_CMD exec -- ray job status ID'"

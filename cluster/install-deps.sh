@@ -5,8 +5,9 @@
 #   rsync           the updater rsyncs file_mounts to every node
 #   iproute2        ip netns / veth / bridge and tc (bandwidth shaping)
 #   util-linux      unshare (PID/mount/UTS namespaces), procps: ps/pkill-free checks
+#   nftables        `emulate.sh block`: drop a host's traffic (a stalled link)
 set -euo pipefail
-PKGS=(openssh-server openssh-client rsync iproute2 util-linux procps)
+PKGS=(openssh-server openssh-client rsync iproute2 util-linux procps nftables)
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: needs root (network namespaces, sshd, tc)" >&2
     exit 1

@@ -1,7 +1,8 @@
 """The ``ray-relu`` command line.
 
-Exit codes: 0 success, 1 a fit that did not converge (``fit --strict``) or a failed
-command, 2 bad arguments (one line on stderr saying what was wrong).
+Exit codes: 0 success, 1 a fit that did not converge (``fit --strict``), a round that
+timed out (``--round-timeout``) or a failed command, 2 bad arguments (one line on
+stderr saying what was wrong).
 """
 
 from __future__ import annotations
@@ -108,9 +109,16 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
                      help="write the history to this Parquet file, on the machine the "
                      "driver runs on (a submitted job: the cluster's head)")
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
-    out.add_argument("--checkpoint", default=None)
+    out.add_argument("--checkpoint", default=None,
+                     help="path or URI (s3://bucket/key, file://...) of a checkpoint written "
+                     "every --checkpoint-every rounds, at the end and when a round times out")
     out.add_argument("--checkpoint-every", type=int, default=100)
-    out.add_argument("--resume", default=None)
+    out.add_argument("--resume", default=None,
+                     help="path or URI of a checkpoint to continue from (same run "
+                     "parameters); the history then equals an uninterrupted run's")
+    out.add_argument("--round-timeout", type=float, default=None,
+                     help="seconds a round may wait for a silent worker before the fit stops "
+                     "with an error naming it (default 600)")
     out.add_argument("--address", default=None,
                      help="Ray address (e.g. auto); default: start a local Ray")
     out.add_argument("--no-progress", action="store_true")
@@ -150,7 +158,7 @@ def _run_fit(args: argparse.Namespace) -> int:
                  progress=not args.no_progress, checkpoint=args.checkpoint,
                  checkpoint_every=args.checkpoint_every, resume=args.resume,
                  placement=args.placement, cpus_per_worker=args.cpus_per_worker,
-                 address=args.address)
+                 address=args.address, **_round_timeout(args))
     if args.out:
         result.to_parquet(args.out)
     summary = {"codec": result.config["codec_label"], **result.summary()}
@@ -162,6 +170,11 @@ def _run_fit(args: argparse.Namespace) -> int:
         # --json keeps stdout to the JSON line; the note goes to stderr then.
         print(_written_where(args.out), file=sys.stderr if args.json else sys.stdout)
     return 0 if (result.converged or not args.strict) else 1
+
+
+def _round_timeout(args: argparse.Namespace) -> dict:
+    """``round_timeout`` for fit when ``--round-timeout`` was given (else fit's default)."""
+    return {} if args.round_timeout is None else {"round_timeout": args.round_timeout}
 
 
 def _written_where(path: str) -> str:
@@ -268,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "ray-relu cluster fetch history.parquet\n"
                        "ray-relu cluster down",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", help="check FILE... | up | down | status | shape | submit | "
+    p.add_argument("action", help="check FILE... | up | down | status | shape | block | unblock | submit | "
                    "logs | fetch | exec | ssh | env (the last ones drive cluster/emulate.sh; "
                    "ACTION --help for each)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the action's arguments")
@@ -281,12 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .client_auth import ClusterAuthError
+    from .coordinator import RoundTimeoutError
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         sys.stderr.write(f"ray-relu: error: {exc}\n")
         return 2
-    except ClusterAuthError as exc:
+    except (ClusterAuthError, RoundTimeoutError) as exc:
         sys.stderr.write(f"ray-relu: error: {exc}\n")
         return 1
 

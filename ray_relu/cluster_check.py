@@ -23,8 +23,8 @@ Every file given is checked and every problem reported, one line each
 ``YOUR_...`` words), and setup commands that leave ``RAY_AUTH_MODE=token`` out of the
 nodes' shell profile (``ray status`` in ``ray attach`` then fails).
 
-The other actions (``up``, ``down``, ``status``, ``shape``, ``submit``, ``logs``,
-``fetch``, ``exec``, ``ssh``, ``env``) run ``cluster/emulate.sh`` of the source checkout:
+The other actions (``up``, ``down``, ``status``, ``shape``, ``block``, ``unblock``,
+``submit``, ``logs``, ``fetch``, ``exec``, ``ssh``, ``env``) run ``cluster/emulate.sh`` of the source checkout:
 the emulated multi-node cluster (see ``cluster/README.md`` and :mod:`ray_relu.emulated`).
 """
 
@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-EMULATE_ACTIONS = ("up", "down", "status", "shape", "submit", "logs", "fetch", "exec", "ssh",
-                   "env")
+EMULATE_ACTIONS = ("up", "down", "status", "shape", "block", "unblock", "submit", "logs",
+                   "fetch", "exec", "ssh", "env")
 WORLD = ("0.0.0.0/0", "::/0")
 DEFAULT_TOKEN_PATH = "~/.ray/auth_token"
 USAGE = ("usage: ray-relu cluster check FILE [FILE ...]\n"
-         "       ray-relu cluster {up,down,status,shape,submit,logs,fetch,exec,ssh,env} "
-         "[ARGS ...]\n"
+         "       ray-relu cluster {up,down,status,shape,block,unblock,submit,logs,fetch,exec,"
+         "ssh,env} [ARGS ...]\n"
          "       (the emulated cluster; `ray-relu cluster ACTION --help` says more)")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -15,6 +15,12 @@ local-provider YAML. This module drives it::
         job = cluster.submit(["python", "-m", "benchmarks._wire_runs", "--d", "1000",
                               "--configs", "[...]"], working_dir=".")
         job.logs                                                    # the driver's output
+        job_id = cluster.start(cluster.fit_spec({"d": 100}, workers=3))   # no waiting
+        cluster.stop_job(job_id); cluster.wait(job_id, check=False)  # ray job stop
+        cluster.block(2); cluster.unblock(2)                        # stall host 2's link
+
+    with EmulatedCluster(nodes=4, cpus_per_node=1, head_cpus=0, autoscale=True) as c:
+        c.alive_nodes()        # 1: the head; a fit with cpus_per_worker=1 adds hosts
 
 Drivers run on the head node, as ``ray job submit`` runs them on a real cluster:
 :meth:`EmulatedCluster.submit` submits any entrypoint (with an optional working
@@ -40,6 +46,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 RESULT_MARK = "RAY_RELU_RESULT "
+PLACEMENT_MARK = "RAY_RELU_PLACEMENT "
+TERMINAL_STATUSES = ("STOPPED", "SUCCEEDED", "FAILED")
 # What a working_dir upload leaves out by default (Ray also honours .gitignore).
 DEFAULT_EXCLUDES = [".venv", ".git", "build", "results", "*.egg-info", "__pycache__",
                     "*.parquet"]
@@ -57,6 +65,7 @@ class JobOutput:
     succeeded: bool
     logs: str
     seconds: float
+    status: str = ""
 
     def results(self, mark: str = RESULT_MARK) -> list[Any]:
         """The JSON values the driver printed after ``mark``, in order."""
@@ -81,25 +90,38 @@ class EmulatedCluster:
     cluster_id : 0..250; clusters with different ids can run side by side (own
         bridge, subnet ``10.213.<id>.0/24``, namespaces and state directory).
     direct : start Ray with ``ray start`` over SSH instead of ``ray up`` (debugging).
+    autoscale : ``ray up`` starts the head only; the other ``nodes - 1`` hosts are the
+        local provider's pool (``min_workers: 0``), which Ray's autoscaler starts over
+        SSH when actors wait for CPUs (a fit with ``cpus_per_worker=1``) and releases
+        after ``idle_minutes`` without work (Ray's ``idle_timeout_minutes``, >= 1).
     script : path of ``emulate.sh`` (default: the checkout's ``cluster/emulate.sh``).
     """
 
     def __init__(self, nodes: int = 3, *, rate: str = "100mbit", delay: str | None = None,
                  cpus_per_node: int = 2, head_cpus: int | None = None,
                  cluster_id: int = 0, direct: bool = False,
-                 object_store_bytes: int | None = None,
+                 object_store_bytes: int | None = None, autoscale: bool = False,
+                 idle_minutes: int = 1,
                  script: str | os.PathLike | None = None) -> None:
         from .cluster_check import emulate_script
         if not isinstance(nodes, int) or nodes < 1:
             raise ValueError(f"nodes must be an integer >= 1, got {nodes!r}")
         if not isinstance(cluster_id, int) or not 0 <= cluster_id <= 250:
             raise ValueError(f"cluster_id must be an integer in 0..250, got {cluster_id!r}")
+        if autoscale and (nodes < 2 or direct):
+            raise ValueError("autoscale=True needs nodes >= 2 (the head plus a pool of worker "
+                             f"hosts) and direct=False; got nodes={nodes!r}, direct={direct!r}")
+        if not isinstance(idle_minutes, int) or idle_minutes < 1:
+            raise ValueError("idle_minutes must be a whole number of minutes >= 1 (Ray's "
+                             f"idle_timeout_minutes), got {idle_minutes!r}")
+        self.autoscale, self.idle_minutes = bool(autoscale), idle_minutes
         self.nodes, self.rate, self.delay = nodes, rate, delay
         self.cpus_per_node, self.cluster_id, self.direct = cpus_per_node, cluster_id, direct
         self.head_cpus = head_cpus
         self.object_store_bytes = object_store_bytes
         self.script = Path(script) if script is not None else emulate_script()
         self._info: dict | None = None
+        self._commands: dict[str, str] = {}
 
     # --- lifecycle -------------------------------------------------------------------
     def _run(self, *args: str, timeout: float | None = None, check: bool = True,
@@ -129,6 +151,8 @@ class EmulatedCluster:
             args += ["--head-cpus", str(self.head_cpus)]
         if self.direct:
             args.append("--direct")
+        if self.autoscale:
+            args += ["--autoscale", "--idle-minutes", str(self.idle_minutes)]
         self.up_log = self._run(*args, timeout=timeout).stderr
         self._info = None
         return self.info
@@ -170,6 +194,10 @@ class EmulatedCluster:
         proc = self._run("status", "--json", check=False)
         return json.loads(proc.stdout) if proc.stdout.strip() else {"up": False}
 
+    def alive_nodes(self) -> int:
+        """How many Ray nodes the head's dashboard reports alive now."""
+        return int(self.status().get("alive_nodes", 0))
+
     def shape(self, rate: str, delay: str | None = None) -> dict:
         """Reshape every link of the running cluster (Ray keeps running)."""
         args = ["shape", "--rate", rate] + (["--delay", delay] if delay is not None else [])
@@ -179,6 +207,16 @@ class EmulatedCluster:
             self.delay = delay
         self._info = None
         return self.info
+
+    def block(self, host: int) -> None:
+        """Stall host ``host``'s link (0 is the head): every packet in and out of it is
+        dropped (nftables in its namespace), as by a dead switch port; Ray's TCP
+        connections stay open and retransmit. :meth:`unblock` lets traffic pass again."""
+        self._run("block", str(host))
+
+    def unblock(self, host: int) -> None:
+        """Undo :meth:`block` (idempotent)."""
+        self._run("unblock", str(host))
 
     def link_bytes(self) -> dict[str, tuple[int, int]]:
         """Per host name (``rr-node<i>``): (bytes into the host, bytes out of it) so far,
@@ -209,15 +247,17 @@ class EmulatedCluster:
         return env
 
     # --- jobs ------------------------------------------------------------------------
-    def submit(self, entrypoint: Sequence[str] | str, *, working_dir: str | os.PathLike |
-               None = None, excludes: Sequence[str] | None = None,
-               env_vars: dict[str, str] | None = None, timeout: float = 1800,
-               check: bool = True) -> JobOutput:
-        """``ray job submit`` ``entrypoint`` to the head and wait for it to finish.
+    def start(self, entrypoint: Sequence[str] | str, *, working_dir: str | os.PathLike |
+              None = None, excludes: Sequence[str] | None = None,
+              env_vars: dict[str, str] | None = None, timeout: float = 300) -> str:
+        """``ray job submit --no-wait`` ``entrypoint`` to the head; returns the job's
+        submission id at once (see :meth:`wait`, :meth:`stop_job`, :meth:`job_status`).
 
         ``working_dir`` is uploaded by Ray and becomes the driver's working directory
         (and first on its ``sys.path``); ``excludes`` default to :data:`DEFAULT_EXCLUDES`.
-        Raises :class:`EmulatedClusterError` if the job fails (``check``) or times out.
+        ``env_vars`` are set for the driver only (``runtime_env``). Without a working
+        directory the job goes straight to the head's job API (no CLI to start: jobs
+        started one after another begin within a fraction of a second).
         """
         command = shlex.split(entrypoint) if isinstance(entrypoint, str) else list(entrypoint)
         submission_id = f"ray-relu-{uuid.uuid4().hex[:12]}"
@@ -227,23 +267,82 @@ class EmulatedCluster:
             runtime_env["excludes"] = list(DEFAULT_EXCLUDES if excludes is None else excludes)
         if env_vars:
             runtime_env["env_vars"] = dict(env_vars)
-        args = ["submit", "--submission-id", submission_id]
-        if runtime_env:
-            args += ["--runtime-env-json", json.dumps(runtime_env)]
+        if working_dir is None:
+            self._api("/api/jobs/", "POST", {"entrypoint": shlex.join(command),
+                                             "submission_id": submission_id,
+                                             "runtime_env": runtime_env})
+        else:   # the CLI packs and uploads the directory
+            self._run("submit", "--no-wait", "--submission-id", submission_id,
+                      "--runtime-env-json", json.dumps(runtime_env), "--", *command,
+                      timeout=timeout)
+        self._commands[submission_id] = " ".join(command)
+        return submission_id
+
+    def _api(self, path: str, method: str = "GET", body: dict | None = None) -> Any:
+        """A call to the head's job API (token auth) returning its JSON."""
+        import urllib.request
+        token = Path(self.info["auth_token_path"]).read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        data = None
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        request = urllib.request.Request(self.info["dashboard"] + path, data=data,
+                                         method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def job_status(self, submission_id: str) -> str:
+        """``PENDING``, ``RUNNING``, ``STOPPED``, ``SUCCEEDED`` or ``FAILED``."""
+        return self._api(f"/api/jobs/{submission_id}")["status"]
+
+    def job_logs(self, submission_id: str) -> str:
+        """What the job's driver printed so far."""
+        return self._api(f"/api/jobs/{submission_id}/logs")["logs"]
+
+    def stop_job(self, submission_id: str) -> None:
+        """``ray job stop``: the driver is interrupted, then killed; its actors die."""
+        self._api(f"/api/jobs/{submission_id}/stop", method="POST")
+
+    def wait(self, submission_id: str, timeout: float = 1800,
+             check: bool = True) -> JobOutput:
+        """Wait for a job to end (stopping it after ``timeout`` seconds).
+
+        Raises :class:`EmulatedClusterError` if it did not succeed (``check``) or timed out.
+        """
         start = time.perf_counter()
-        try:
-            proc = self._run(*args, "--", *command, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            self._run("exec", "--", "ray", "job", "stop", submission_id, check=False)
-            raise EmulatedClusterError(f"job {submission_id} ({' '.join(command)}) did not "
-                                       f"finish in {timeout} s; stopped it") from None
-        job = JobOutput(submission_id, proc.returncode == 0,
-                        (proc.stdout or "") + (proc.stderr or ""),
-                        time.perf_counter() - start)
+        while (status := self.job_status(submission_id)) not in TERMINAL_STATUSES:
+            if time.perf_counter() - start > timeout:
+                self.stop_job(submission_id)
+                raise EmulatedClusterError(
+                    f"job {submission_id} ({self._commands.get(submission_id, '?')}) did "
+                    f"not finish in {timeout} s; stopped it")
+            time.sleep(0.5)
+        job = JobOutput(submission_id, status == "SUCCEEDED", self.job_logs(submission_id),
+                        time.perf_counter() - start, status)
         if check and not job.succeeded:
             tail = "\n".join(job.logs.splitlines()[-30:])
-            raise EmulatedClusterError(f"job {submission_id} failed:\n{tail}")
+            raise EmulatedClusterError(f"job {submission_id} ended {status}:\n{tail}")
         return job
+
+    def submit(self, entrypoint: Sequence[str] | str, *, working_dir: str | os.PathLike |
+               None = None, excludes: Sequence[str] | None = None,
+               env_vars: dict[str, str] | None = None, timeout: float = 1800,
+               check: bool = True) -> JobOutput:
+        """:meth:`start` ``entrypoint`` on the head and :meth:`wait` for it to end
+        (``seconds`` counts from the submission)."""
+        start = time.perf_counter()
+        submission_id = self.start(entrypoint, working_dir=working_dir, excludes=excludes,
+                                   env_vars=env_vars)
+        job = self.wait(submission_id, timeout=max(1.0, timeout - (time.perf_counter() - start)),
+                        check=check)
+        job.seconds = time.perf_counter() - start
+        return job
+
+    def fit_spec(self, problem: dict, **fit_kwargs: Any) -> list[str]:
+        """The entrypoint of this module's fit driver for ``problem`` and ``fit_kwargs``
+        (for :meth:`start`; :meth:`fit` runs it and waits)."""
+        return ["python", "-m", "ray_relu.emulated", "fit-driver",
+                json.dumps({"problem": problem, "fit": fit_kwargs})]
 
     def fit(self, problem: dict, *, timeout: float = 1800, **fit_kwargs: Any) -> dict:
         """Run :func:`ray_relu.fit` in a driver on the head; return what it printed.
@@ -254,16 +353,19 @@ class EmulatedCluster:
         ``placement`` (each worker's node id, node IP and host name), ``driver``
         (host, ray_relu file and version) and ``job_seconds``.
         """
-        spec = {"problem": problem, "fit": fit_kwargs}
-        job = self.submit(["python", "-m", "ray_relu.emulated", "fit-driver",
-                           json.dumps(spec)], timeout=timeout)
-        results = job.results()
-        if not results:
-            raise EmulatedClusterError(f"job {job.submission_id} printed no result:\n"
-                                       + "\n".join(job.logs.splitlines()[-30:]))
-        out = results[-1]
+        job = self.submit(self.fit_spec(problem, **fit_kwargs), timeout=timeout)
+        out = fit_result(job)
         out["job_seconds"] = job.seconds
         return out
+
+
+def fit_result(job: JobOutput) -> dict:
+    """What the fit driver of ``job`` printed as its result."""
+    results = job.results()
+    if not results:
+        raise EmulatedClusterError(f"job {job.submission_id} printed no result:\n"
+                                   + "\n".join(job.logs.splitlines()[-30:]))
+    return results[-1]
 
 
 # --- the driver that runs on the head ------------------------------------------------
@@ -281,16 +383,18 @@ def _fit_driver(spec: dict) -> dict:
     def on_round(record: Any, actors: list) -> None:
         if not placement:
             placement.extend(ray.get([a.info.remote() for a in actors]))
+            print(PLACEMENT_MARK + json.dumps(placement, default=str), flush=True)
 
     kwargs = dict(spec.get("fit") or {})
     kwargs.setdefault("progress", False)
     kwargs.setdefault("address", "auto")
+    started_at = time.time()
     start = time.perf_counter()
     result = fit(PlantedReLU(**spec["problem"]), on_round=on_round, **kwargs)
     elapsed = time.perf_counter() - start
     return {"summary": result.summary(), "config": result.config,
             "history": result.history.to_pydict(), "placement": placement,
-            "fit_seconds": elapsed,
+            "fit_seconds": elapsed, "started_at": started_at, "finished_at": time.time(),
             "driver": {"host": socket.gethostname(), "ray_relu": ray_relu.__file__,
                        "version": ray_relu.__version__, "ray": ray.__version__,
                        "nodes_alive": sum(1 for n in ray.nodes() if n["Alive"])}}

@@ -84,8 +84,8 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
     round_timeout : seconds a round may wait for its workers (default 600; None: for
         ever). A worker that died is restarted and its round replayed; one that is
         alive but silent (a stalled link or node) for longer stops the fit with a
-        :class:`~ray_relu.coordinator.RoundTimeoutError` naming the workers and the
-        round, after writing ``checkpoint`` from what the driver holds (master: the
+        :class:`~ray_relu.coordinator.RoundTimeoutError` naming the workers, their
+        nodes and the round, after writing ``checkpoint`` from what the driver holds (master: the
         last round; all-to-all: its latest snapshot of ``w``), so ``resume`` continues
         exactly. A shorter stall just delays the round: the history is unchanged.
     metrics : export per-round metrics through ``ray.util.metrics`` (the dashboard,
@@ -188,8 +188,9 @@ def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
 
 def _timed_out(exc: RoundTimeoutError, settings: RunSettings, coord: Any, rows: list,
                checkpoint: Any) -> RoundTimeoutError:
-    """The error to raise after a round timed out, with the checkpoint written from
-    what the driver holds (it cannot ask the workers) and said where."""
+    """The error to raise after a round timed out: the silent workers' nodes, and the
+    checkpoint written from what the driver holds (it cannot ask the workers) and
+    where."""
     where = " (no checkpoint: none was asked for)"
     if checkpoint is not None:
         state = coord.driver_state()
@@ -198,6 +199,10 @@ def _timed_out(exc: RoundTimeoutError, settings: RunSettings, coord: Any, rows: 
         else:
             _save(checkpoint, settings, state, rows, False, None, coord.restarts)
             where = f"; checkpoint of round {state[0]} written to {checkpoint}"
+    nodes = runtime.worker_nodes(coord.workers, exc.workers)
+    if nodes:
+        where = " (" + ", ".join(f"worker {k} on node {ip}" for k, ip in nodes.items()) \
+            + ")" + where
     error = RoundTimeoutError(exc.round, exc.workers, exc.timeout)
     error.args = (str(exc) + where,)
     return error

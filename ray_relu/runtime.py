@@ -122,3 +122,18 @@ def stop_workers(actors: list) -> None:
     """Kill the actors for good (no restart); their objects go with them."""
     for actor in actors:
         ray.kill(actor, no_restart=True)
+
+
+def worker_nodes(actors: list, indices: list[int]) -> dict[int, str]:
+    """The node IP of each worker in ``indices``, from Ray's actor table in the GCS (the
+    driver cannot ask a silent worker itself); workers Ray cannot place are left out."""
+    from ray._private.state import actors as actor_table   # the GCS, not the dashboard
+    where = {}
+    for k in indices:
+        try:
+            address = actor_table(actors[k]._actor_id.hex()).get("Address") or {}
+        except Exception:     # noqa: BLE001 - the message is better without than not at all
+            continue
+        if address.get("IPAddress"):
+            where[k] = address["IPAddress"]
+    return where

@@ -50,6 +50,7 @@ def test_fit_json_summary_and_strict_exit_code(capsys):
     (["fit", "--model", "leaky", "--model-param", "alpha"], "--model-param must be KEY=VALUE"),
     (["fit", "--model", "leaky", "--model-param", "alpha=2"], "alpha must be in [0, 1)"),
     (["fit", "--model", "hidden", "--init", "moment"], "init must be one of 'random'"),
+    (["fit", "--d", "10", "--n", "80", "--round-timeout", "0"], "round_timeout must be > 0"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exc_info:
@@ -59,6 +60,26 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err
     assert err.startswith("ray-relu: error:") and "\n" not in err
+
+
+def test_a_round_timeout_is_one_line_and_exit_1(monkeypatch, capsys):
+    """`--round-timeout` reaches fit; the error (worker, round, checkpoint) is one line."""
+    import sys
+
+    from ray_relu.coordinator import RoundTimeoutError
+    seen = {}
+
+    def stalled(*args, **kwargs):
+        seen.update(kwargs)
+        raise RoundTimeoutError(7, [2], kwargs["round_timeout"])
+
+    monkeypatch.setattr(sys.modules["ray_relu.fit"], "fit", stalled)
+    code = main(["fit", "--d", "10", "--n", "80", "--round-timeout", "5",
+                 "--checkpoint", "ck.npz", "--resume", "old.npz"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and (seen["checkpoint"], seen["resume"]) == ("ck.npz", "old.npz")
+    assert err == ("ray-relu: error: round 7: no answer from worker 2 within "
+                   "round_timeout=5 s")
 
 
 def test_fit_another_model_on_its_planted_problem(capsys):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cluster_support import RAY_RELU, cli, free_cluster_id, missing_requirements, running
 
 pytestmark = pytest.mark.cluster
 
@@ -36,65 +36,12 @@ WORKER_HOSTS = [f"rr-node{i}" for i in range(1, NODES)]
 RATE = "100mbit"
 
 
-def _missing_requirements() -> str | None:
-    if not sys.platform.startswith("linux"):
-        return "Linux network namespaces needed"
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, sshd, tc): run `make test-cluster` as root"
-    for tool in ("ip", "tc", "unshare", "rsync", "ssh", "ssh-keygen"):
-        if shutil.which(tool) is None:
-            return f"{tool} missing: run `bash cluster/install-deps.sh`"
-    if not Path("/usr/sbin/sshd").exists():
-        return "sshd missing: run `bash cluster/install-deps.sh`"
-    return None
-
-
-RAY_RELU = Path(sys.executable).with_name("ray-relu")
-
-
-def _free_cluster_id() -> int:
-    """The first id whose bridge and state directory are not in use (another
-    engineer's emulated cluster may be up)."""
-    for cid in range(0, 20):
-        if not Path(f"/sys/class/net/rrbr{cid}").exists() \
-                and not Path(f"/run/ray_relu_emu/{cid}").exists():
-            return cid
-    pytest.skip("no free emulated-cluster id in 0..19")
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    reason = _missing_requirements()
-    if reason:
-        pytest.skip(reason)
-    from ray_relu.emulated import EmulatedCluster
     # No delay asked for: emulate.sh's default (1 ms where the kernel has netem), and no
     # warning that it cannot be applied here.
-    c = EmulatedCluster(nodes=NODES, rate=RATE, cpus_per_node=2, head_cpus=0,
-                        cluster_id=_free_cluster_id())
-    try:
-        started = time.perf_counter()
-        info = c.up()
-        print(f"\nemulated cluster {c.cluster_id} up in {time.perf_counter() - started:.1f} s;"
-              f" ray up: head {info['seconds']['head']} s, all nodes "
-              f"{info['seconds']['all_nodes']} s; links: {info['shaping']}")
+    with running(nodes=NODES, rate=RATE, cpus_per_node=2, head_cpus=0) as c:
         yield c
-    finally:
-        started = time.perf_counter()
-        c.down()
-        print(f"\nemulated cluster {c.cluster_id} down in {time.perf_counter() - started:.1f} s")
-        leftovers = [p for p in (Path(f"/sys/class/net/rrbr{c.cluster_id}"), c.emu_dir,
-                                 *(Path(f"/run/netns/rr{c.cluster_id}n{i}")
-                                   for i in range(NODES)))
-                     if p.exists()]
-        assert not leftovers, f"down left {leftovers}"
-
-
-def cli(cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`ray-relu cluster ARGS` for this cluster, as a user types it."""
-    return subprocess.run([str(RAY_RELU), "cluster", *args], capture_output=True, text=True,
-                          timeout=timeout,
-                          env=dict(os.environ, RAY_RELU_EMU_ID=str(cluster.cluster_id)))
 
 
 def netns(cluster, i: int) -> list[str]:
@@ -115,10 +62,10 @@ def fit_on(cluster, **kwargs) -> dict:
 def test_ctrl_c_during_ray_up_says_interrupted_and_leaves_nothing():
     """Issue 16, item 7: Ctrl-C while `ray up` runs used to print "ray up failed", Ray's
     traceback and exit 1, and leave /tmp/ray_relu_emu_failed_<id> for ever."""
-    reason = _missing_requirements()
+    reason = missing_requirements()
     if reason:
         pytest.skip(reason)
-    cid = _free_cluster_id()
+    cid = free_cluster_id()
     proc = subprocess.Popen([str(RAY_RELU), "cluster", "up", "--nodes", "2"], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(os.environ, RAY_RELU_EMU_ID=str(cid)),

@@ -51,12 +51,13 @@ def render_template(nodes: int = 3) -> str:
     template = string.Template(TEMPLATE.read_text())
     assert set(template.get_identifiers()) == {
         "CLUSTER_NAME", "HEAD_IP", "WORKER_IPS", "NUM_WORKERS", "EMU_DIR", "NUM_CPUS",
-        "HEAD_CPUS", "OBJECT_STORE_BYTES"}
+        "HEAD_CPUS", "OBJECT_STORE_BYTES", "MIN_WORKERS", "IDLE_TIMEOUT_MINUTES"}
     workers = ", ".join(f"10.213.0.{11 + i}" for i in range(nodes - 1))
     return template.substitute(CLUSTER_NAME="ray-relu-emu0", HEAD_IP="10.213.0.10",
                                WORKER_IPS=workers, NUM_WORKERS=str(nodes - 1),
                                EMU_DIR="/run/ray_relu_emu/0", NUM_CPUS="2", HEAD_CPUS="0",
-                               OBJECT_STORE_BYTES="300000000")
+                               OBJECT_STORE_BYTES="300000000", MIN_WORKERS=str(nodes - 1),
+                               IDLE_TIMEOUT_MINUTES="5")
 
 
 # --- Ray's validator, in the order `ray up` applies it ------------------------------------
@@ -77,6 +78,33 @@ def test_ray_validator_accepts_the_rendered_emulated_template(no_network):
     assert node_type["min_workers"] == node_type["max_workers"] == 2
     report = check_config(config, render_template(nodes=3))
     assert report.problems == [] and report.warnings == []
+
+
+def test_the_autoscale_rendering_is_prepared_with_the_worker_cpus(no_network, tmp_path):
+    """`emulate.sh up --autoscale`: min_workers 0 and the pool's CPUs on the node type,
+    in a config `ray up` keeps as it is (prepare_config returns it unchanged)."""
+    import importlib.util
+
+    from ray.autoscaler._private.util import prepare_config, validate_config
+    spec = importlib.util.spec_from_file_location("render_yaml",
+                                                  ROOT / "cluster" / "render_yaml.py")
+    render_yaml = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_yaml)
+    values = dict(CLUSTER_NAME="ray-relu-emu0", HEAD_IP="10.213.0.10",
+                  WORKER_IPS="10.213.0.11, 10.213.0.12", NUM_WORKERS="2",
+                  EMU_DIR="/run/ray_relu_emu/0", NUM_CPUS="1", HEAD_CPUS="0",
+                  OBJECT_STORE_BYTES="300000000", MIN_WORKERS="0", IDLE_TIMEOUT_MINUTES="1")
+    config = yaml.safe_load(render_yaml.render(TEMPLATE.read_text(), values, worker_cpus=1))
+    assert prepare_config(config) == config
+    validate_config(config)
+    node_type = config["available_node_types"]["local.cluster.node"]
+    assert node_type["resources"] == {"CPU": 1}
+    assert (node_type["min_workers"], node_type["max_workers"]) == (0, 2)
+    assert config["idle_timeout_minutes"] == 1
+    assert "--num-cpus=0" in config["head_start_ray_commands"][1]
+    assert render_yaml.main([str(TEMPLATE), str(tmp_path / "out.yaml"),
+                             *(f"{k}={v}" for k, v in values.items())]) == 0
+    assert yaml.safe_load((tmp_path / "out.yaml").read_text())["min_workers"] == 0
 
 
 def test_aws_file_shape():
@@ -426,6 +454,9 @@ def test_emulated_cluster_actions_run_emulate_sh(monkeypatch):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(nodes=0), "nodes must be an integer >= 1"),
     (dict(cluster_id=251), "cluster_id must be an integer in 0..250"),
+    (dict(nodes=1, autoscale=True), "autoscale=True needs nodes >= 2"),
+    (dict(autoscale=True, direct=True), "and direct=False"),
+    (dict(idle_minutes=0), "idle_minutes must be a whole number of minutes >= 1"),
 ])
 def test_emulated_cluster_rejects_bad_arguments(kwargs, message):
     from ray_relu.emulated import EmulatedCluster
@@ -458,8 +489,8 @@ def free_id():
         pytest.skip(f"an emulated cluster {FREE_ID} exists on this machine")
 
 
-@pytest.mark.parametrize("action", ["up", "down", "status", "shape", "submit", "logs", "fetch",
-                                    "exec", "ssh", "env"])
+@pytest.mark.parametrize("action", ["up", "down", "status", "shape", "block", "unblock",
+                                    "submit", "logs", "fetch", "exec", "ssh", "env"])
 def test_every_action_has_help(tmp_path, free_id, action):
     done = ray_relu_cluster(tmp_path, action, "--help")
     assert done.returncode == 0, done.stderr
@@ -476,6 +507,21 @@ def test_hints_name_the_command_the_user_ran(tmp_path, free_id):
     assert done.returncode == 1
     assert f"unknown option for up: --bogus (see 'RAY_RELU_EMU_ID={FREE_ID} ray-relu cluster " \
         "up --help')" in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["up", "--autoscale", "--nodes", "1"],
+     "--autoscale needs --nodes >= 2 (the head plus a pool of worker hosts), got 1"),
+    (["up", "--autoscale", "--idle-minutes", "0.5"],
+     "idle minutes must be a whole number >= 1 (Ray's idle_timeout_minutes), got '0.5'"),
+    (["up", "--autoscale", "--direct"], "--autoscale and --direct exclude each other"),
+    (["block", "1"], f"cluster {FREE_ID} is not up: run 'RAY_RELU_EMU_ID={FREE_ID} ray-relu "
+                     "cluster up' first"),
+])
+def test_bad_autoscale_and_block_arguments_say_what_is_allowed(tmp_path, free_id, args,
+                                                               message):
+    done = ray_relu_cluster(tmp_path, *args)
+    assert done.returncode == 1 and message in done.stderr, done.stderr
 
 
 def test_down_with_nothing_up_removes_nothing(tmp_path, free_id):

@@ -76,6 +76,7 @@ def test_a_long_stall_stops_with_the_worker_round_and_checkpoint_then_resumes(mo
         os.kill(pid, signal.SIGCONT)   # the actor was killed with the fit; be tidy anyway
     message = str(info.value)
     assert info.value.workers == [2] and "worker 2" in message
+    assert f"(worker 2 on node {ray.util.get_node_ip_address()})" in message
     assert f"round {info.value.round}:" in message and "round_timeout=5 s" in message
     assert f"written to {ckpt}" in message and ckpt.is_file()
     resumed = fit(problem, mode=mode, resume=ckpt, **COMMON)
