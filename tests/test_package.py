@@ -98,7 +98,7 @@ def test_docs_are_in_the_repository_and_linked():
     assert not cited, f"docstrings cite DESIGN.md (not in the repository): {cited}"
     readme = (ROOT / "README.md").read_text()
     for doc in ("docs/model.md", "docs/models.md", "docs/codecs.md", "docs/engine.md",
-                "docs/data.md"):
+                "docs/data.md", "docs/compressors.md", "docs/results.md"):
         assert (ROOT / doc).is_file() and f"]({doc})" in readme, doc
     for path in (ROOT / "ray_relu").rglob("*.py"):
         for doc in re.findall(r"docs/\w+\.md", path.read_text()):
