@@ -149,10 +149,28 @@ class _Coordinator:
         """``max_k max_i |w_t^(k) - w_t^(0)|`` over the workers' replicas of the last
         recorded round. Worker 0's replica goes to the others, which compare: replicas
         never cross the driver's link (on a cluster, K x 8d bytes would)."""
-        ref = self.workers[0].replica_at.remote(self.t)
-        return max(self._get([wk.max_abs_difference.remote(self.t, ref)
-                              for wk in self.workers[1:]], self.t,
-                             list(range(1, self.K))), default=0.0)
+        def ask() -> float:
+            ref = self.workers[0].replica_at.remote(self.t)
+            return max(self._get([wk.max_abs_difference.remote(self.t, ref)
+                                  for wk in self.workers[1:]], self.t,
+                                 list(range(1, self.K))), default=0.0)
+        return self._asking(ask)
+
+    def _asking(self, ask: Callable[[], Any]) -> Any:
+        """``ask()`` the workers about the last recorded round; if one died since
+        (it restarts without its replica), bring every worker back to that round the
+        way a round's recovery does, and ask again."""
+        for attempt in range(MAX_RESUBMITS + 1):
+            try:
+                if attempt:
+                    self._restore(self.t)
+                return ask()
+            except RECOVERABLE as exc:
+                self._give_up(self.t, attempt, exc)
+
+    def _restore(self, t: int) -> None:
+        """Bring every worker's replica back to round ``t`` (after a restart)."""
+        raise NotImplementedError
 
     def _give_up(self, t: int, attempt: int, exc: Exception) -> None:
         if attempt >= MAX_RESUBMITS:
@@ -323,6 +341,15 @@ class MasterCoordinator(_Coordinator):
         """``w_t`` of the last completed round."""
         return self.current.copy()
 
+    def _restore(self, t: int) -> None:
+        if self.feedback:
+            calls = [self._replay_worker(k, t) for k in range(self.K)]
+        else:
+            w_t = _shipped(self.exact.encode(self.current))
+            calls = [wk.advance.remote((t, "set", 0.0), w_t) for wk in self.workers]
+        self._get([ref for pair in calls for ref in pair], t,
+                  [k for k in range(self.K) for _ in (0, 1)])
+
     def driver_state(self) -> tuple[int, np.ndarray, dict] | None:
         """``(t, w_t, continuation)`` of the last completed round, from what the driver
         holds (no worker is asked: they may be unreachable). With error feedback the
@@ -346,7 +373,8 @@ class MasterCoordinator(_Coordinator):
         state = {"next_w": self.w.copy(), "next_bytes": self._next_bytes,
                  "downlink_residual": self.downlink_residual}
         if self.feedback:
-            state["residuals"] = self._decoded(self._residual_messages(self.t + 1))
+            state["residuals"] = self._decoded(
+                self._asking(lambda: self._residual_messages(self.t + 1)))
         return state
 
     def resume(self, t: int, w_t: np.ndarray, continuation: dict) -> None:
@@ -517,7 +545,12 @@ class AllToAllCoordinator(_Coordinator):
 
     def current_w(self) -> np.ndarray:
         """``w_t`` of the last recorded round (all replicas are identical)."""
-        return self._get([self.workers[0].replica_at.remote(self.t)], self.t, [0])[0]
+        return self._asking(lambda: self._get([self.workers[0].replica_at.remote(self.t)],
+                                              self.t, [0])[0])
+
+    def _restore(self, t: int) -> None:
+        self._replay(t)
+        self._get(self._rounds[t][1], t, list(range(self.K)))
 
     def driver_state(self) -> tuple[int, np.ndarray, dict] | None:
         """``(c, w_c, continuation)`` of the driver's snapshot (no worker is asked: they
@@ -533,4 +566,5 @@ class AllToAllCoordinator(_Coordinator):
         every worker's memory of round ``t`` (asked of the workers)."""
         if not self.feedback:
             return {}
-        return {"residuals": self._decoded(self._residual_messages(self.t))}
+        return {"residuals": self._decoded(
+            self._asking(lambda: self._residual_messages(self.t)))}

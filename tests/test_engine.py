@@ -496,3 +496,17 @@ def test_replays_from_rotated_snapshots_are_exact(monkeypatch, route):
     assert_same_history(calm, hit)
     np.testing.assert_array_equal(calm.w, hit.w)
     assert hit.replica_divergence == 0.0
+
+
+@pytest.mark.parametrize("mode, route", PATHS)
+def test_a_worker_dying_after_the_last_round_costs_nothing(mode, route):
+    """The fit still asks the workers for w and their replicas' agreement after the
+    last round; a worker that died by then is brought back to that round first."""
+    problem = PlantedReLU(d=20, n=300, noise=0.1, seed=4)
+    common = dict(codec="qsgd", codec_options={"levels": 2}, workers=3, mode=mode,
+                  route=route, batch_size=30, iterations=6, tol=0, seed=3, progress=False)
+    calm = fit(problem, **common)
+    hit = fit(problem, on_round=_kill_at([6], [1]), **common)
+    assert_same_history(calm, hit)
+    np.testing.assert_array_equal(calm.w, hit.w)
+    assert hit.replica_divergence == 0.0
