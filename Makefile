@@ -4,11 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
-# Pin OpenBLAS's kernel on x86-64: its dot products round differently on AVX-512 and
-# AVX2 machines, and the tests compare runs with bits recorded on another machine
-# (tests/data/relu_golden.json). Haswell's kernels run on every x86-64 CPU with AVX2.
+# `make test` and `make mutate` pin OpenBLAS's kernel on x86-64: its dot products round
+# differently on AVX-512 and AVX2 machines, and tests/data/relu_golden.json holds bits
+# recorded with the Haswell kernels (they run on every x86-64 CPU with AVX2). Not for
+# test-cluster: the emulated hosts' Ray processes must use the same kernel as the driver.
 ifeq ($(shell uname -m),x86_64)
-export OPENBLAS_CORETYPE ?= Haswell
+PIN_BLAS := OPENBLAS_CORETYPE=$(or $(OPENBLAS_CORETYPE),Haswell)
 endif
 
 .PHONY: install install-peers demo test test-cluster mutate bench reproduce clean
@@ -30,7 +31,7 @@ demo: install
 	$(VENV)/bin/ray-relu demo
 
 test: install
-	$(PY) -m pytest -m "not cluster" tests
+	$(PIN_BLAS) $(PY) -m pytest -m "not cluster" tests
 
 test-cluster: install
 	bash cluster/install-deps.sh
@@ -39,7 +40,7 @@ test-cluster: install
 # Plant one-line bugs in the core modules one at a time; print those no test catches.
 # Not part of `make test`: it reruns test selections dozens of times (16 minutes on 2 busy cores).
 mutate: install
-	$(PY) tools/mutate.py
+	$(PIN_BLAS) $(PY) tools/mutate.py
 
 bench: install
 	$(PY) -m benchmarks --quick
