@@ -165,8 +165,8 @@ MUTATIONS = [
              "while self._submitted < through:", "while self._submitted < through - 1:",
              ENGINE_FAULTS),
     Mutation("all-to-all result is a later round's w", C,
-             "return self._get([self.workers[0].replica_at.remote(self.t)], self.t, [0])[0]",
-             "return self._get([self.workers[0].replica_at.remote()], self.t, [0])[0]",
+             "lambda: self._get([self.workers[0].replica_at.remote(self.t)],",
+             "lambda: self._get([self.workers[0].replica_at.remote()],",
              ENGINE_AHEAD),
     # ---- worker.py
     Mutation("all-to-all replicas average without the batch weights", W,
