@@ -465,6 +465,8 @@ def test_rounds_ahead_stop_exactly_where_tol_is_met(route):
                                np.asarray(ref.history.column("rel_error")), atol=1e-12)
     np.testing.assert_allclose(result.w, ref.iterates[-1], rtol=0, atol=1e-12)
     assert result.replica_divergence == 0.0
+    # the workers still held the replica of the round that met tol: no replay was needed
+    assert result.restarts == 0
 
 
 def _kill_at(rounds, victims):
