@@ -264,9 +264,9 @@ class MasterCoordinator(_Coordinator):
         """Log how round ``t + 1``'s replicas follow from round ``t`` (error feedback),
         and refresh the snapshot every ``SNAPSHOT_EVERY`` rounds; return the bytes the
         snapshot's memories took (a fixed round's uplink, so histories stay exact)."""
-        if self.downlink is not None:
-            self._log[t + 1] = self._next[0], self._next[1]
-        else:
+        if self.downlink is not None or self._next[0] == "peers":
+            self._log[t + 1] = self._next       # what round t + 1 ships is replayable
+        else:                                   # it ships w itself: log the messages
             shipped = [_shipped(m) for m in messages]
             self._log[t + 1] = "peers", [_others(shipped, k) for k in range(self.K)]
         if (t + 1) % SNAPSHOT_EVERY:

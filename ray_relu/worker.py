@@ -189,10 +189,9 @@ class ShardWorker:
     def _keep(self, t: int, w: np.ndarray) -> None:
         self.w, self.t = w, t
         self.kept[t] = w
-        for old in [r for r in self.kept if r <= t - KEPT_REPLICAS or r > t]:
-            del self.kept[old]     # too old, or from a timeline a replay has replaced
-        for old in [r for r in self.residuals if r <= t - KEPT_REPLICAS or r > t]:
-            del self.residuals[old]
+        for by_round in (self.kept, self.residuals):
+            for old in [r for r in by_round if r <= t - KEPT_REPLICAS or r > t]:
+                del by_round[old]  # too old, or from a timeline a replay has replaced
 
     def _evaluate(self, t: int, decode_s: float, received: int) -> tuple[bytes, RoundStats]:
         t0 = time.perf_counter()
