@@ -3,7 +3,7 @@
 The peer: Ray Train ``TorchTrainer`` with ``DistributedDataParallel`` (gloo) on
 ``nn.Linear(d, 1, bias=False)`` + ReLU, with plain allreduce, ``fp16_compress_hook`` and
 the PowerSGD hook (``benchmarks/_torch_ddp.py`` says what PowerSGD does on a 1 x d
-weight). Ours: QSGD at s in {sqrt(d), 2 sqrt(d), 4 sqrt(d)} (100, 200, 400 at d = 1e4)
+weight). Ours: QSGD at s in {sqrt(2d), 2 sqrt(d), 4 sqrt(d)} (141, 200, 400 at d = 1e4)
 in all-to-all mode, and in master mode with a QSGD or a full-precision downlink; the
 best of each mode at each link is reported.
 
@@ -50,8 +50,9 @@ def torch_missing() -> bool:
 
 def ours_settings(d: int, quick: bool) -> list[dict]:
     """Our candidates: QSGD levels x (all-to-all, master with QSGD / fp32 downlink)."""
-    root = int(round(math.sqrt(d)))
-    levels = [2 * root, 4 * root] if quick else [root, 2 * root, 4 * root]
+    root = math.sqrt(d)
+    levels = [round(math.sqrt(2) * root), round(2 * root)]
+    levels += [] if quick else [round(4 * root)]
     out = []
     for s in levels:
         q = {"id": "qsgd", "levels": s}

@@ -50,4 +50,4 @@ def test_our_candidates_cover_both_modes_and_downlinks():
     labels = [s["label"] for s in peers.ours_settings(10000, quick=False)]
     assert len(labels) == 12 == len(set(labels))
     assert "ours qsgd s=400 master down=fp32" in labels
-    assert {"ours qsgd s=100 all-to-all p2p", "ours qsgd s=100 all-to-all relay"} <= set(labels)
+    assert {"ours qsgd s=141 all-to-all p2p", "ours qsgd s=141 all-to-all relay"} <= set(labels)
