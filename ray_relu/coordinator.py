@@ -311,12 +311,17 @@ class MasterCoordinator(_Coordinator):
         else:
             self._set(w_next)
 
+    def _get_pairs(self, calls: list, t: int) -> list:
+        """The values of the K ``advance`` calls of round ``t`` (one (message, stats)
+        pair of refs per worker), flattened, with one ``ray.get``."""
+        return self._get([ref for pair in calls for ref in pair], t,
+                         [k for k in range(self.K) for _ in (0, 1)])
+
     def _collect(self, t: int, pending: list) -> tuple[list[RoundStats], list[bytes]]:
         """The K stats and messages of round ``t``; a failed task is resubmitted to its
         (restarted) worker with ``w_t`` itself. A healthy round costs one ``ray.get``."""
         try:
-            values = self._get([ref for pair in pending for ref in pair], t,
-                               [k for k in range(self.K) for _ in (0, 1)])
+            values = self._get_pairs(pending, t)
             return ([RoundStats.unpack(v) for v in values[1::2]], list(values[0::2]))
         except RECOVERABLE:
             pass
@@ -347,8 +352,7 @@ class MasterCoordinator(_Coordinator):
         else:
             w_t = _shipped(self.exact.encode(self.current))
             calls = [wk.advance.remote((t, "set", 0.0), w_t) for wk in self.workers]
-        self._get([ref for pair in calls for ref in pair], t,
-                  [k for k in range(self.K) for _ in (0, 1)])
+        self._get_pairs(calls, t)
 
     def driver_state(self) -> tuple[int, np.ndarray, dict] | None:
         """``(t, w_t, continuation)`` of the last completed round, from what the driver
