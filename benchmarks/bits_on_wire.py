@@ -1,20 +1,21 @@
 """Bits on the wire: QSGD message sizes per coordinate against the paper's bound and fp32.
 
 For d in {1e2, ..., 1e6} and s in {1, 2, 4, 16, sqrt(d), 255} a standard normal
-vector (seeded) is encoded a few times with the Elias and with the dense coding; the
-table gives the mean bits per coordinate of
+vector (seeded) is encoded a few times with the Elias, the dense and the rANS coding;
+the table gives the mean bits per coordinate of
 
 * ``elias payload``: what the QSGD paper counts, the 32-bit scale and the bit stream
   (which opens with the number of nonzeros, Elias-coded), i.e. the message without
   its 29-byte header and 12-byte parameter block;
-* ``elias msg`` / ``dense msg``: whole messages, header included;
+* ``elias msg`` / ``dense msg`` / ``ans msg``: whole messages, header included;
 * ``bound``: Theorem 3.2 of Alistarh et al. (2017) with the o(1) term dropped,
   ``(3 + 3/2 log2(2(s^2 + d) / (s(s + sqrt d)))) s(s + sqrt d) + 32`` bits, whose
   leading term is for the Elias-omega coded stream;
 * ``32`` for fp32 (plus its header: ``fp32 msg``).
 
 ``elias/bound`` is the payload over the bound (goal: <= 1.05); ``winner`` is the
-shorter coding, i.e. what ``coding="auto"`` sends. A second table compares Elias
+coding ``coding="auto"`` sends (the shortest, rANS tried where >= 1/16 of the levels
+are nonzero), ``ans/elias`` what rANS saves over Elias. A second table compares Elias
 gamma, delta and omega for the gaps and levels of the same quantized vectors (code
 lengths computed from the levels): the codec codes levels in gamma and gaps in delta
 or gamma, whichever is shorter for the message (``ours``). A third puts
@@ -33,7 +34,10 @@ from benchmarks._common import parse_args, print_table, write_json
 from ray_relu.codecs import get_codec
 from ray_relu.codecs.base import HEADER_SIZE
 from ray_relu.codecs.bitcoding import delta_length, gamma_length, omega_length
-from ray_relu.codecs.qsgd import PARAMS_SIZE
+from ray_relu.codecs.qsgd import CODINGS, PARAMS_SIZE
+
+CODING_NAMES = {code: name for name, code in CODINGS.items()}
+CODING_OFFSET = 9                  # of the coding byte in QSGD's parameter block
 
 DIMS = (10 ** 2, 10 ** 3, 10 ** 4, 10 ** 5, 10 ** 6)
 GOAL = 1.05
@@ -56,11 +60,16 @@ def measure(d: int, s: int, draws: int, v: np.ndarray) -> tuple[dict, dict]:
     rng = np.random.default_rng([SEED, d, s])
     elias = get_codec("qsgd", levels=s, coding="elias")
     dense = get_codec("qsgd", levels=s, coding="dense")
-    e_bits, d_bits, family = [], [], {}
+    ans = get_codec("qsgd", levels=s, coding="ans")
+    auto = get_codec("qsgd", levels=s)
+    e_bits, d_bits, a_bits, winners, family = [], [], [], set(), {}
     for _ in range(draws):
         seed = int(rng.integers(2 ** 63))
         e_bits.append(8 * len(elias.encode(v, rng=np.random.default_rng(seed))))
         d_bits.append(8 * len(dense.encode(v, rng=np.random.default_rng(seed))))
+        a_bits.append(8 * len(ans.encode(v, rng=np.random.default_rng(seed))))
+        sent = auto.encode(v, rng=np.random.default_rng(seed))[HEADER_SIZE + CODING_OFFSET]
+        winners.add(CODING_NAMES[sent].split("-")[0])
         _, levels = elias.quantize(v, rng=np.random.default_rng(seed))
         idx = np.flatnonzero(levels)
         gaps = np.diff(idx, prepend=-1)
@@ -70,14 +79,15 @@ def measure(d: int, s: int, draws: int, v: np.ndarray) -> tuple[dict, dict]:
                 bits = int(gcode(gaps).sum() + lcode(mags).sum()) + idx.size   # + signs
                 family.setdefault(f"{gname}+{lname}", []).append(bits)
     elias_msg, dense_msg = float(np.mean(e_bits)), float(np.mean(d_bits))
+    ans_msg = float(np.mean(a_bits))
     payload = elias_msg - 8 * (HEADER_SIZE + PARAMS_SIZE)
     bound = paper_bound(s, d)
     fp32_msg = 8 * len(get_codec("fp32").encode(v))
     size = {"d": d, "s": s,
             "elias payload": payload / d, "elias msg": elias_msg / d,
-            "dense msg": dense_msg / d, "bound": bound / d, "fp32 msg": fp32_msg / d,
-            "elias/bound": payload / bound,
-            "winner": "elias" if elias_msg < dense_msg else "dense"}
+            "dense msg": dense_msg / d, "ans msg": ans_msg / d, "bound": bound / d,
+            "fp32 msg": fp32_msg / d, "elias/bound": payload / bound,
+            "ans/elias": ans_msg / elias_msg, "winner": "/".join(sorted(winners))}
     fam = {"d": d, "s": s, **{k: float(np.mean(b)) / d for k, b in family.items()}}
     fam["ours"] = float(np.mean(np.minimum(family["delta+gamma"], family["gamma+gamma"]))) / d
     fam["best"] = min(family, key=lambda k: np.mean(family[k]))
@@ -110,8 +120,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     verdict = "met" if worst["elias/bound"] <= GOAL else "NOT met"
     print(f"goal: Elias payload <= {GOAL} x bound everywhere: {verdict} (worst "
           f"{worst['elias/bound']:.3f} at d={worst['d']}, s={worst['s']})")
-    dense_wins = [(r["d"], r["s"]) for r in sizes if r["winner"] == "dense"]
-    print(f"dense packing is shorter at (d, s) = {dense_wins}")
+    dense_wins = [(r["d"], r["s"]) for r in sizes if "dense" in r["winner"]]
+    print(f"auto sends dense packing at (d, s) = {dense_wins}")
+    saving = [r["ans/elias"] for r in sizes]
+    print(f"rANS against Elias: {min(saving):.2f}x to {max(saving):.2f}x the bytes")
     result = {"draws": draws, "quick": args.quick, "sizes": sizes, "elias_family": families,
               "sqrt_d": sqrt_rows, "goal": {"max_ratio": GOAL, "worst": worst},
               "dense_wins": dense_wins}

@@ -32,7 +32,8 @@ from ray_relu.codecs import get_codec
 D = 10 ** 6
 LEVELS = (1, 4, 16, 255)
 SMALL_D, SMALL_LEVELS, SMALL_BATCH = 10 ** 4, (16, 100, 400), 20
-CODINGS = ("elias", "dense")
+CODINGS = ("elias", "dense", "ans")
+GOAL_CODINGS = ("elias", "dense")          # the goal is set for these two
 GOAL_LEVELS, GOAL_RATIO, GOAL_SMALL_MS = 16, 1.5, 0.3
 SEED = 0
 
@@ -120,13 +121,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     load.append(os.getloadavg()[0])
     print(f"load average (1 min) at start and end: {load[0]:.1f}, {load[1]:.1f}")
     goal = {r["coding"]: {"ratio": r["ratio"], "best ratio": r["best ratio"]}
-            for r in qsgd if r["s"] == GOAL_LEVELS}
+            for r in qsgd if r["s"] == GOAL_LEVELS and r["coding"] in GOAL_CODINGS}
     for coding, got in goal.items():
         verdict = "met" if got["ratio"] <= GOAL_RATIO else "NOT met"
         print(f"goal (d={D:,}, s={GOAL_LEVELS}, {coding}): {got['ratio']:.2f}x the floor "
               f"(best times {got['best ratio']:.2f}x), target <= {GOAL_RATIO}x: {verdict}")
     small_ms = {r["coding"]: r["encode ms"] + r["decode ms"]
-                for r in small if r["s"] == GOAL_LEVELS}
+                for r in small if r["s"] == GOAL_LEVELS and r["coding"] in GOAL_CODINGS}
     for coding, ms in small_ms.items():
         verdict = "met" if ms <= GOAL_SMALL_MS else "NOT met"
         print(f"goal (d={SMALL_D:,}, s={GOAL_LEVELS}, {coding}): encode + decode "

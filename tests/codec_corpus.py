@@ -5,7 +5,10 @@ version 2) before the compiled kernels replaced it; ``tests/test_codec_kernels.p
 asserts every entry still hashes the same. Format version 3 moved the codec parameters
 from the shared header into the payloads and the file was rewritten: every ``dec`` hash
 stayed as it was, and every new message was checked to be the version-2 message with
-its header fields rearranged, byte for byte. Each case hashes three things:
+its header fields rearranged, byte for byte. Format version 4 added QSGD's rANS coding
+(and the cases at the end that pin it): on the rewrite every ``dec`` hash stayed, and
+every message that is not rANS-coded was checked to be the version-3 message with the
+version byte changed. Each case hashes three things:
 
 * ``msg``: the messages of two successive encodes with one generator (pins the bytes),
 * ``dec``: the decoded float64 vectors (pins the decoder),
@@ -104,6 +107,13 @@ def cases() -> list[dict[str, Any]]:
                dict(levels=2, norm="max", coding="dense")):
         out.append(dict(recipe="normal", d=1_000_000, seed=7, codec=kw))
     out.append(dict(recipe="mixed", d=300_001, seed=8, codec=dict(levels=31, norm="max")))
+    # rANS coding (format version 4): levels x norm x buckets, and the chunked paths
+    for s, norm in itertools.product(LEVELS, ("l2", "max")):
+        for d, bucket in ((9, None), (4097, 512), (10_000, None)):
+            out.append(dict(recipe="normal", d=d, seed=s, codec=dict(
+                levels=s, bucket_size=bucket, norm=norm, coding="ans")))
+    out.append(dict(recipe="normal", d=1_000_000, seed=9, codec=dict(levels=16, coding="ans")))
+    out.append(dict(recipe="mixed", d=100_003, seed=9, codec=dict(levels=141)))
     # exact codecs
     for name, recipe, d in itertools.product(("fp64", "fp32", "fp16"),
                                              ("mixed", "tiny", "float32", "zeros"), (1, 13, 4097)):
@@ -150,7 +160,7 @@ def main(argv: list[str]) -> None:
                                     rng=np.random.default_rng(case["seed"]))
             seen.add(msg[HEADER_SIZE + 9])     # levels u32, bucket u32, norm u8, coding u8
     names = {v: k for k, v in CODINGS.items()}
-    assert {names[c] for c in seen} == {"elias", "elias-gamma", "dense"}, seen
+    assert {names[c] for c in seen} == {"elias", "elias-gamma", "dense", "ans"}, seen
     PATH.parent.mkdir(exist_ok=True)
     PATH.write_text(json.dumps(entries, separators=(",", ":")).replace("},{", "},\n{") + "\n")
     print(f"wrote {len(entries)} cases to {PATH}")

@@ -1,8 +1,8 @@
 """The compiled codec kernels: same bytes as the pure-numpy codec they replaced.
 
 ``tests/data/codec_corpus.json`` holds hashes first written by the numpy codec and
-carried over to format version 3 (see ``tests/codec_corpus.py``); every one must be
-reproduced, so the wire format and the random stream (same seed, same bytes) are
+carried over to format versions 3 and 4 (see ``tests/codec_corpus.py``); every one must
+be reproduced, so the wire format and the random stream (same seed, same bytes) are
 unchanged. :func:`reference_message` writes the format out bit by bit, independently.
 """
 
@@ -44,6 +44,41 @@ def gamma(n: int) -> tuple[str, str]:
     return "0" * (len(b) - 1) + "1", b[1:]
 
 
+def delta(n: int) -> str:
+    """Elias delta of ``n >= 1``: gamma(L + 1), then the L low bits of n."""
+    return "".join(gamma(n.bit_length())) + bin(n)[3:]
+
+
+def to_bytes(bits: str) -> bytes:
+    bits += "0" * (-len(bits) % 8)
+    return bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8))
+
+
+def reference_ans(levels: np.ndarray) -> bytes:
+    """The ``ans`` body (docs/codecs.md): table, rANS states, signs and escapes."""
+    d = levels.size
+    mags = [abs(int(x)) for x in levels]
+    syms = [min(m, 63) for m in mags]
+    n = max(syms) + 1
+    counts = [syms.count(t) for t in range(n)]
+    freq = [max(1, c * 2 ** 14 // d) if c else 0 for c in counts]
+    top = min(range(n), key=lambda t: (-counts[t], t))     # first most frequent symbol
+    freq[top] += 2 ** 14 - sum(freq)
+    start = [sum(freq[:t]) for t in range(n)]
+    x, words = 2 ** 16, []
+    for t in reversed(syms):                                # the coder runs backwards
+        if x >= freq[t] << 18:
+            words.append(x & 0xFFFF)
+            x >>= 16
+        x = (x // freq[t] << 14) + x % freq[t] + start[t]
+    table = format(n - 1, "06b") + "".join(delta(f + 1) for f in freq)
+    states = x.to_bytes(4, "little") + b"".join(w.to_bytes(2, "little")
+                                                for w in reversed(words))
+    extras = ("".join("1" if x < 0 else "0" for x in levels if x)
+              + "".join("".join(gamma(m - 62)) for m in mags if m >= 63))
+    return to_bytes(table) + states + to_bytes(extras)
+
+
 def reference_message(codec: QSGD, v: np.ndarray, seed: int) -> bytes:
     """The message the format spec (qsgd.py's docstring) describes, written bit by bit
     from the quantized levels: slow and obvious, to pin the compiled coder."""
@@ -73,17 +108,18 @@ def reference_message(codec: QSGD, v: np.ndarray, seed: int) -> bytes:
         streams[name] = (head + "".join(u for u, _ in words) + "".join(t for _, t in words)
                          + "".join("1" if levels[i] < 0 else "0" for i in idx) + lows)
     sparse = min(streams, key=lambda k: (len(streams[k]), k != "elias"))  # ties: delta
+    bodies = {"dense": to_bytes(dense), "elias": to_bytes(streams[sparse]),
+              "ans": reference_ans(levels)}
     coding = codec.coding
-    if coding == "auto":
-        coding = "elias" if -(-len(streams[sparse]) // 8) < -(-len(dense) // 8) else "dense"
-    coding = sparse if coding == "elias" else "dense"
-    bits = dense if coding == "dense" else streams[coding]
-    bits += "0" * (-len(bits) % 8)
-    codes = {"elias": 1, "dense": 2, "elias-gamma": 3}
+    if coding == "auto":            # the shorter of Elias and dense; rANS if shorter still
+        coding = "elias" if len(bodies["elias"]) < len(bodies["dense"]) else "dense"
+        if 16 * idx.size >= d and len(bodies["ans"]) < len(bodies[coding]):
+            coding = "ans"
+    codes = {"elias": 1, "dense": 2, "elias-gamma": 3, "ans": 4}
     payload = (PARAMS.pack(s, codec.bucket_size or 0, {"l2": 1, "max": 2}[codec.norm],
-                           codes[coding], exponent)
-               + f32.tobytes() + bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)))
-    return HEADER.pack(b"RRLC", 3, b"qsgd", d, len(payload)) + payload
+                           codes[sparse if coding == "elias" else coding], exponent)
+               + f32.tobytes() + bodies[coding])
+    return HEADER.pack(b"RRLC", 4, b"qsgd", d, len(payload)) + payload
 
 
 def test_messages_are_the_spec_written_out():
@@ -92,7 +128,7 @@ def test_messages_are_the_spec_written_out():
         d = int(rng.choice([1, 2, 7, 8, 9, 63, 64, 65, 300, 2000]))
         kw = dict(levels=int(rng.choice([1, 2, 3, 7, 16, 127, 128, 255, 1000, 70000])),
                   bucket_size=[None, 1, 5, 64][case % 4], norm=["l2", "max"][case % 2],
-                  coding=["auto", "elias", "dense"][case % 3])
+                  coding=["auto", "elias", "dense", "ans"][case // 4 % 4])
         v = rng.standard_normal(d) * rng.choice([1e-200, 1.0, 1e200])
         v[rng.random(d) < 0.3] = 0.0
         if case % 5 == 0:
@@ -111,7 +147,8 @@ def with_payload_len(msg: bytes) -> bytes:
 @pytest.mark.parametrize("kw, coding", [
     (dict(levels=1, coding="elias"), 1), (dict(levels=255, coding="elias"), 3),
     (dict(levels=16, coding="dense"), 2), (dict(levels=2 ** 31 - 1, coding="dense"), 2),
-    (dict(levels=5, bucket_size=7, norm="max", coding="dense"), 2)])
+    (dict(levels=5, bucket_size=7, norm="max", coding="dense"), 2),
+    (dict(levels=141, coding="ans"), 4), (dict(levels=70000, bucket_size=9, coding="ans"), 4)])
 def test_cut_or_extended_bodies_are_rejected_with_a_consistent_header(kw, coding):
     codec = QSGD(**kw)
     d = 5000 if coding == 1 else 300
@@ -130,7 +167,7 @@ def sparse(body_bits: str, d: int = 10 ** 6, levels: int = 4) -> bytes:
     bits = body_bits + "0" * (-len(body_bits) % 8)
     payload = (PARAMS.pack(levels, 0, 1, 1, 0) + np.float32(1).tobytes()
                + int(bits, 2).to_bytes(len(bits) // 8, "big"))
-    return HEADER.pack(b"RRLC", 3, b"qsgd", d, len(payload)) + payload
+    return HEADER.pack(b"RRLC", 4, b"qsgd", d, len(payload)) + payload
 
 
 def test_long_hostile_streams_fail_fast():
@@ -148,12 +185,13 @@ def test_long_hostile_streams_fail_fast():
 
 def test_kernels_are_cached_on_disk():
     """Fresh processes (Ray workers) load the machine code instead of compiling."""
-    from ray_relu.codecs import _kernels
-    for name in _kernels.__all__:
-        fn = getattr(_kernels, name)
-        if hasattr(fn, "signatures"):
-            assert fn.signatures, name                      # compiled eagerly
-            assert type(fn._cache).__name__ == "FunctionCache", name
+    from ray_relu.codecs import _ans, _kernels
+    kernels = [getattr(m, name) for m in (_kernels, _ans) for name in m.__all__]
+    compiled = [fn for fn in kernels if hasattr(fn, "signatures")]
+    assert len(compiled) >= 9
+    for fn in compiled:
+        assert fn.signatures, fn                            # compiled eagerly
+        assert type(fn._cache).__name__ == "FunctionCache", fn
 
 
 def test_cache_falls_back_to_a_writable_directory(monkeypatch):
@@ -164,3 +202,28 @@ def test_cache_falls_back_to_a_writable_directory(monkeypatch):
     assert "ray_relu-numba" in _kernels.fallback_cache_dir()
     monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere")
     assert _kernels.fallback_cache_dir() is None            # the user's choice stands
+
+
+def ans_message(body: bytes, d: int, levels: int = 4) -> bytes:
+    payload = PARAMS.pack(levels, 0, 1, 4, 0) + np.float32(1).tobytes() + body
+    return HEADER.pack(b"RRLC", 4, b"qsgd", d, len(payload)) + payload
+
+
+def test_hostile_ans_bodies_name_what_is_wrong():
+    codec = QSGD(levels=4)
+    levels = np.array([0, 1, -2, 0, 3, 0, 0, -1])
+    np.testing.assert_array_equal(codec.decode(ans_message(reference_ans(levels), 8)),
+                                  levels / 4)
+    one_symbol = to_bytes("000000" + delta(2 ** 14 + 1))          # n = 1, f = 2**14
+    cases = {
+        "frequency table": (to_bytes("000000" + delta(2 ** 14)), 1),   # sums to 2**14 - 1
+        "malformed frequency": (to_bytes("000001" + delta(2 ** 14 + 1) + delta(1)), 1),
+        "below 2\\*\\*16": (one_symbol + (2 ** 16 - 1).to_bytes(4, "little"), 1),
+        "initial state": (one_symbol + (2 ** 16 + 1).to_bytes(4, "little"), 1),
+        "ran out in the coder": (one_symbol + b"\0\0\1", 1),
+        "level 5 exceeds levels=4": (reference_ans(np.array([5, 0])), 2),
+        "sign and escape": (reference_ans(np.array([1, 0]))[:-1], 2),
+    }
+    for match, (body, d) in cases.items():
+        with pytest.raises(CodecError, match=match):
+            codec.decode(ans_message(body, d))

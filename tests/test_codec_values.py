@@ -173,7 +173,7 @@ def test_the_shared_frame_is_there_for_user_codecs():
     codec = FramedHalves()
     v = np.array([1.0, -0.5, 0.25])
     msg = codec.encode(v)
-    assert msg[:5] == b"RRLC\x03" and msg[5:13] == b"fhalves\0" and len(msg) == 29 + 6
+    assert msg[:5] == b"RRLC\x04" and msg[5:13] == b"fhalves\0" and len(msg) == 29 + 6
     np.testing.assert_array_equal(codec.decode(msg), v)
     with pytest.raises(CodecError, match="encoded by codec 'fhalves'.*'fp32'"):
         get_codec("fp32").decode(msg)

@@ -31,7 +31,7 @@ CODING_AT = HEADER_SIZE + 9                 # the coding byte of a qsgd message
 EXPONENT_AT = {"qsgd": HEADER_SIZE + 10, "fp16": HEADER_SIZE}
 
 
-def raw_header(magic=b"RRLC", version=3, codec_id=b"qsgd", d=8, payload_len=0) -> bytes:
+def raw_header(magic=b"RRLC", version=4, codec_id=b"qsgd", d=8, payload_len=0) -> bytes:
     return HEADER_FMT.pack(magic, version, codec_id, d, payload_len)
 
 
@@ -411,7 +411,7 @@ def test_other_input_types_are_accepted(name):
     ({"bucket_size": 4.0}, r"bucket_size must be an integer"),
     ({"norm": "l1"}, r"norm must be one of 'l2', 'max'; got 'l1'"),
     ({"norm": None}, r"norm must be one of"),
-    ({"coding": "gamma"}, r"coding must be one of 'auto', 'elias', 'dense'; got 'gamma'"),
+    ({"coding": "gamma"}, r"coding must be one of 'auto', 'elias', 'dense', 'ans'; got 'gamma'"),
     ({"seed": -1}, r"seed must be an integer >= 0"),
     ({"seed": 1.5}, r"seed must be an integer"),
 ])
@@ -590,6 +590,7 @@ QUANT_CASES = [
     dict(levels=255, coding="dense"), dict(levels=300, bucket_size=3, norm="max"),
     dict(levels=70000, coding="dense"), dict(levels=2 ** 31 - 1, coding="elias"),
     dict(levels=2 ** 31 - 1, bucket_size=4, coding="dense"), dict(levels=5, bucket_size=1),
+    dict(levels=300, bucket_size=3, coding="ans"), dict(levels=2 ** 31 - 1, coding="ans"),
 ]
 
 
@@ -611,35 +612,42 @@ def test_decode_is_exactly_the_dequantized_levels(kwargs):
             np.testing.assert_array_equal(out, expected)
 
 
-def test_elias_and_dense_decode_identically_and_auto_picks_the_shorter():
+def test_codings_decode_identically_and_auto_picks_the_shortest():
+    """auto writes the shortest of Elias and dense, and rANS where it tries it (at least
+    1 coordinate in 16 nonzero) and it is shorter still."""
     picked = set()
-    for d in (1, 5, 64, 1000):
+    codings = ("elias", "dense", "ans", "auto")
+    for d in (1, 5, 64, 1000, 5000):
         for s in (1, 3, 16, 255, 4096):
             for bucket in (None, 16):
                 v = sample_vector(d, seed=d + s)
                 kw = dict(levels=s, bucket_size=bucket)
                 msgs = {c: QSGD(coding=c, **kw).encode(v, rng=np.random.default_rng(s))
-                        for c in ("elias", "dense", "auto")}
+                        for c in codings}
                 outs = {c: QSGD(coding=c, **kw).decode(m) for c, m in msgs.items()}
-                np.testing.assert_array_equal(outs["elias"], outs["dense"])
-                np.testing.assert_array_equal(outs["auto"], outs["dense"])
-                assert len(msgs["auto"]) == min(len(msgs["elias"]), len(msgs["dense"]))
+                for c in codings:
+                    np.testing.assert_array_equal(outs[c], outs["dense"])
                 chosen = "elias" if len(msgs["elias"]) < len(msgs["dense"]) else "dense"
+                nonzero = np.count_nonzero(QSGD(**kw).quantize(v, np.random.default_rng(s))[1])
+                if 16 * nonzero >= d and len(msgs["ans"]) < len(msgs[chosen]):
+                    chosen = "ans"
                 assert msgs["auto"] == msgs[chosen]
                 picked.add(chosen)
                 # a message decodes with any QSGD of the same quantizer, whatever its coding
-                np.testing.assert_array_equal(QSGD(coding="elias", **kw).decode(msgs["dense"]),
-                                              outs["dense"])
-    assert picked == {"elias", "dense"}
+                for m in msgs.values():
+                    np.testing.assert_array_equal(QSGD(coding="elias", **kw).decode(m),
+                                                  outs["dense"])
+    assert picked == {"elias", "dense", "ans"}
 
 
-@pytest.mark.parametrize("kwargs", QUANT_CASES + [dict(levels=4, coding="dense")])
+@pytest.mark.parametrize("kwargs", QUANT_CASES + [dict(levels=4, coding="dense"),
+                                                   dict(levels=4, coding="ans")])
 def test_zero_vector(kwargs):
     codec = QSGD(**kwargs)
     for d in (1, 10, 1000):
         msg = codec.encode(np.zeros(d))
         np.testing.assert_array_equal(codec.decode(msg), np.zeros(d))
-        if codec.coding != "dense":
+        if codec.coding in ("auto", "elias"):
             nb = 1 if codec.bucket_size is None else -(-d // codec.bucket_size)
             assert len(msg) == QSGD_START + 4 * nb + 1
     for name in ("fp64", "fp32", "fp16"):
@@ -749,7 +757,8 @@ def small_messages() -> list[tuple[Codec, bytes]]:
     for kw in (dict(levels=3, coding="elias"), dict(levels=3, coding="dense"),
                dict(levels=300, bucket_size=4, norm="max", coding="elias"),
                dict(levels=70000, bucket_size=5, coding="dense"),
-               dict(levels=1, coding="elias")):
+               dict(levels=1, coding="elias"), dict(levels=4, coding="ans"),
+               dict(levels=70000, bucket_size=5, coding="ans")):
         codec = QSGD(**kw)
         out.append((codec, codec.encode(v, rng=np.random.default_rng(1))))
     return out
@@ -826,7 +835,8 @@ def test_random_payload_flips_never_crash():
     (dict(magic=b"\0\0\0\0"), "magic"),
     (dict(version=1), "version 1"),
     (dict(version=2), "version 2"),
-    (dict(version=4), "version 4"),
+    (dict(version=3), "version 3"),
+    (dict(version=5), "version 5"),
     (dict(version=0), "version 0"),
     (dict(codec_id=b"fp32"), "'fp32'"),
     (dict(codec_id=b"\xffqsgd"), "codec id"),
@@ -839,7 +849,7 @@ def test_random_payload_flips_never_crash():
     (dict(d=MAX_DIM + 1), "impossible dimension"),
     (dict(d=2 ** 64 - 1), "impossible dimension"),
     (dict(norm=7), r"norm code 7; allowed: 1 \(l2\), 2 \(max\)"),
-    (dict(coding=9), r"coding code 9; allowed: 1 \(elias\), 2 \(dense\), 3 \(elias-gamma\)"),
+    (dict(coding=9), r"coding code 9; allowed: 1 \(elias\), 2 \(dense\), 3 \(elias-gamma\), 4 \(ans\)"),
     (dict(norm=0), "norm code 0"),
     (dict(coding=0), "coding code 0"),
     (dict(levels=0), "levels=0 in the message; allowed: >= 1"),

@@ -3,7 +3,7 @@
 Every mutated message must either raise :class:`CodecError` or decode to a finite
 float64 vector of the length its header announces; nothing else (no other exception,
 no warning, no hang, no large allocation) is acceptable. Mutations reach the shared
-header (format version 3) and each codec's own parameter block (qsgd's levels, bucket,
+header (format version 4) and each codec's own parameter block (qsgd's levels, bucket,
 norm, coding and exponent; fp16's exponent) as well as the bodies.
 """
 
@@ -54,7 +54,8 @@ def message_pool() -> list[tuple[Codec, bytes]]:
                    dict(levels=300, bucket_size=5, norm="max"),
                    dict(levels=70000, bucket_size=4, coding="dense"),
                    dict(levels=2, bucket_size=3, coding="elias"),
-                   dict(levels=127, coding="dense")):
+                   dict(levels=127, coding="dense"), dict(levels=16, coding="ans"),
+                   dict(levels=70000, bucket_size=5, coding="ans")):
             codec = QSGD(**kw)
             pool.append((codec, codec.encode(v, rng=rng)))
         for codec in (TopK(k=3), TopK(ratio=0.5, levels=5), RandK(k=2), Sign(), TernGrad(),
@@ -182,7 +183,7 @@ def test_random_round_trips():
             s = int(rng.choice([1, 2, 3, 5, 16, 127, 128, 255, 4096, 40000, 2 ** 31 - 1]))
             bucket = None if rng.random() < 0.4 else int(rng.integers(1, 2 * d + 2))
             codec = QSGD(levels=s, bucket_size=bucket, norm=str(rng.choice(["l2", "max"])),
-                         coding=str(rng.choice(["auto", "elias", "dense"])))
+                         coding=str(rng.choice(["auto", "elias", "dense", "ans"])))
             single = rng.random() < 0.3                      # float32 input
             v = rng.standard_normal(d) * 10.0 ** rng.uniform(*(-30, 30) if single else (-200, 200))
             v[rng.random(d) < rng.random()] = 0.0

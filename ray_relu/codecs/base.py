@@ -68,7 +68,9 @@ __all__ = ["Codec", "CodecError", "Header", "HEADER_SIZE", "MAGIC", "FORMAT_VERS
            "MAX_DIM", "check_codec_id", "constructor_parameters", "split_block"]
 
 MAGIC = b"RRLC"
-FORMAT_VERSION = 3     # 3: codec parameters moved from the shared header to the payloads
+# 3: codec parameters moved from the shared header to the payloads; 4: QSGD coding 4
+# (rANS), which coding="auto" writes where it is shortest
+FORMAT_VERSION = 4
 # Cap on d: a hostile header cannot make a decoder allocate more than ~16 GiB of float64,
 # and every index fits comfortably in int64 arithmetic.
 MAX_DIM = 2 ** 31

@@ -43,6 +43,10 @@ size, norm, coding, exponent), ``ceil(d/b)`` float32 scales, then either
   parts are grouped, so the length is exactly that of the interleaved stream.
   Finding the ``2k`` ones of section 1 gives every codeword length at once, then all
   fields are read with array arithmetic. Zero bits pad the stream to a whole byte.
+* **ans**: every coordinate's level magnitude (capped at an escape symbol) coded by
+  rANS with a frequency table in the message, then the signs and escaped magnitudes;
+  within a few bytes of the table's entropy (layout in :mod:`._ans`). ``auto`` tries
+  it where at least 1 coordinate in 16 is nonzero and writes it when it is shortest.
 """
 
 from __future__ import annotations
@@ -58,17 +62,22 @@ from .base import Codec, CodecError, MAX_DIM, check_vector, non_finite_error, sp
 __all__ = ["QSGD"]
 
 
-class _LazyKernels:
-    """Stands for ``_kernels`` until first used: importing numba and loading the
+class _LazyModule:
+    """Stands for a kernel module until first used: importing numba and loading the
     compiled code costs a fresh process ~0.6 s of CPU, which only QSGD users pay."""
 
-    def __getattr__(self, name: str) -> Any:
-        from . import _kernels
-        globals()["_k"] = _kernels
-        return getattr(_kernels, name)
+    def __init__(self, alias: str, name: str) -> None:
+        self._alias, self._name = alias, name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+        module = importlib.import_module(f".{self._name}", __package__)
+        globals()[self._alias] = module
+        return getattr(module, attr)
 
 
-_k: Any = _LazyKernels()
+_k: Any = _LazyModule("_k", "_kernels")
+_ans: Any = _LazyModule("_ans", "_ans")
 
 MAX_LEVELS = 2 ** 31 - 1          # a signed level fits int32; dense fields fit 32 bits
 # Scale exponents: f * 2**e is exact in float64 for every float32 f when e >= -925
@@ -87,9 +96,12 @@ _QCHUNK = 1 << 15                 # uniforms drawn per step: they stay in cache
 # The parameter block that opens every QSGD payload: levels, bucket size (0: one
 # bucket), norm code, coding code, scale exponent (docs/codecs.md).
 _PARAMS = struct.Struct("<IIBBh")
+# coding="auto" tries rANS when at least 1 coordinate in this many is nonzero: there it
+# costs about what Elias does per coordinate; sparser messages keep Elias (gap codes).
+_ANS_TRIAL = 16
 PARAMS_SIZE = _PARAMS.size
 NORMS = {"l2": 1, "max": 2}
-CODINGS = {"elias": 1, "dense": 2, "elias-gamma": 3}
+CODINGS = {"elias": 1, "dense": 2, "elias-gamma": 3, "ans": 4}
 _NORM_NAMES = {v: k for k, v in NORMS.items()}
 _CODING_NAMES = {v: k for k, v in CODINGS.items()}
 
@@ -106,8 +118,9 @@ class QSGD(Codec):
         scale; ``None`` uses one bucket for the whole vector.
     norm : {"l2", "max"}
         Scale of each bucket: its l2 norm (the paper's) or its max-abs value.
-    coding : {"auto", "elias", "dense"}
-        Bit coding; ``"auto"`` writes whichever is shorter for each message.
+    coding : {"auto", "elias", "dense", "ans"}
+        Bit coding; ``"auto"`` writes whichever is shortest for each message (rANS
+        is tried when at least 1 coordinate in 16 is nonzero).
     seed : int >= 0 or None
         Seed of the codec's own generator, used when ``encode`` gets no ``rng``:
         every call draws fresh randomness, and equal seeds give equal byte sequences.
@@ -121,7 +134,7 @@ class QSGD(Codec):
         self.bucket_size = (None if bucket_size is None else
                             check_int("bucket_size", bucket_size, minimum=1, maximum=MAX_DIM))
         self.norm = check_choice("norm", norm, ("l2", "max"))
-        self.coding = check_choice("coding", coding, ("auto", "elias", "dense"))
+        self.coding = check_choice("coding", coding, ("auto", "elias", "dense", "ans"))
         self.seed = None if seed is None else check_int("seed", seed, minimum=0)
         self._rng = np.random.default_rng(self.seed)
         self.dense_width = 1 + self.levels.bit_length()      # sign + ceil(log2(s + 1))
@@ -277,18 +290,25 @@ class QSGD(Codec):
         coding = self.coding
         f32, exponent, idx, lev = self._levels(v, self._rng if rng is None else rng)
         k = idx.size
-        if coding != "dense":
+        body = None
+        if coding == "ans" or (coding == "auto" and k * _ANS_TRIAL >= d):
+            body = _ans.ans_write(idx, lev, k, d)
+        if coding in ("auto", "elias"):
             delta_bits, gamma_bits, delta_unary, gamma_unary = _k.elias_sizes(idx, lev, k)
             gamma_gaps = gamma_bits < delta_bits
             nbits = min(gamma_bits, delta_bits)
-            if coding == "auto":
-                dense_bytes = -(-d * self.dense_width // 8)
+        if coding == "auto":
+            dense_bytes = -(-d * self.dense_width // 8)
+            shortest = min(-(-nbits // 8), dense_bytes)
+            if body is not None and body.size < shortest:
+                coding = "ans"
+            else:
                 coding = "elias" if -(-nbits // 8) < dense_bytes else "dense"
         if coding == "elias":
             body = _k.elias_write(idx, lev, k, gamma_gaps,
                                   gamma_unary if gamma_gaps else delta_unary, nbits)
             coding = "elias-gamma" if gamma_gaps else "elias"
-        else:
+        elif coding == "dense":
             body = _k.dense_write(idx, lev, k, d, self.dense_width)
         params = _PARAMS.pack(self.levels, self.bucket_size or 0, NORMS[self.norm],
                               CODINGS[coding], exponent)
@@ -342,6 +362,9 @@ class QSGD(Codec):
                                  f"coordinate must be {need} bytes, got {body.size}")
             out = np.empty(d, dtype=np.float64)
             err = _k.dense_read(body, d, width, self.levels, b, steps, factor, out)
+        elif coding == "ans":
+            out = np.empty(d, dtype=np.float64)
+            err = _ans.ans_read(body, d, self.levels, b, steps, factor, out)
         else:
             out = np.zeros(d, dtype=np.float64)
             err = _k.elias_read(body, d, self.levels, coding == "elias-gamma", b,
@@ -369,6 +392,11 @@ def _error_message(code: int, detail: int, d: int, s: int, nbytes: int) -> str:
         _k.E_PADDING: "nonzero padding bits after the qsgd bit stream",
         _k.E_PAST_D: f"gaps run to position {detail}, past d={d}",
         _k.E_NEGATIVE_ZERO: "dense qsgd body holds a negative zero level",
+        _ans.E_ANS_TABLE: "ans qsgd body has a malformed frequency table",
+        _ans.E_ANS_STATE: "ans qsgd body starts with a coder state below 2**16",
+        _ans.E_ANS_RAN_OUT: "ans qsgd body ran out in the coder's words",
+        _ans.E_ANS_END: "ans qsgd body does not end in the coder's initial state",
+        _ans.E_RAN_OUT_EXTRAS: "ans qsgd body ran out in the sign and escape section",
     }[code]
 
 
