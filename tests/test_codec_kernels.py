@@ -65,15 +65,16 @@ def reference_ans(levels: np.ndarray) -> bytes:
     top = min(range(n), key=lambda t: (-counts[t], t))     # first most frequent symbol
     freq[top] += 2 ** 14 - sum(freq)
     start = [sum(freq[:t]) for t in range(n)]
-    x, words = 2 ** 16, []
-    for t in reversed(syms):                                # the coder runs backwards
-        if x >= freq[t] << 18:
-            words.append(x & 0xFFFF)
-            x >>= 16
-        x = (x // freq[t] << 14) + x % freq[t] + start[t]
+    x, words = [2 ** 16, 2 ** 16], []
+    for i in reversed(range(d)):        # two coders (i % 2), run backwards
+        t, c = syms[i], i % 2
+        if x[c] >= freq[t] << 18:
+            words.append(x[c] & 0xFFFF)
+            x[c] >>= 16
+        x[c] = (x[c] // freq[t] << 14) + x[c] % freq[t] + start[t]
     table = format(n - 1, "06b") + "".join(delta(f + 1) for f in freq)
-    states = x.to_bytes(4, "little") + b"".join(w.to_bytes(2, "little")
-                                                for w in reversed(words))
+    states = b"".join(c.to_bytes(4, "little") for c in x) + b"".join(
+        w.to_bytes(2, "little") for w in reversed(words))
     extras = ("".join("1" if x < 0 else "0" for x in levels if x)
               + "".join("".join(gamma(m - 62)) for m in mags if m >= 63))
     return to_bytes(table) + states + to_bytes(extras)
@@ -218,9 +219,9 @@ def test_hostile_ans_bodies_name_what_is_wrong():
     cases = {
         "frequency table": (to_bytes("000000" + delta(2 ** 14)), 1),   # sums to 2**14 - 1
         "malformed frequency": (to_bytes("000001" + delta(2 ** 14 + 1) + delta(1)), 1),
-        "below 2\\*\\*16": (one_symbol + (2 ** 16 - 1).to_bytes(4, "little"), 1),
-        "initial state": (one_symbol + (2 ** 16 + 1).to_bytes(4, "little"), 1),
-        "ran out in the coder": (one_symbol + b"\0\0\1", 1),
+        "below 2\\*\\*16": (one_symbol + (2 ** 16 - 1).to_bytes(8, "little"), 1),
+        "initial state": (one_symbol + (2 ** 16 * (2 ** 32 + 1) + 1).to_bytes(8, "little"), 1),
+        "ran out in the coder": (one_symbol + b"\0\0\1\0\0\0\1", 1),
         "level 5 exceeds levels=4": (reference_ans(np.array([5, 0])), 2),
         "sign and escape": (reference_ans(np.array([1, 0]))[:-1], 2),
     }

@@ -10,14 +10,15 @@ Body layout (each part starts on a byte)::
 
     table   6 bits n - 1 (n = symbols 0..n-1), then delta(f + 1) for each
             frequency f (they sum to 2**PROB_BITS; the last is >= 1), zero padding
-    states  the coder's final state, uint32 little-endian, then its 16-bit words
-            (little-endian) in the order the decoder reads them
+    states  the final states of the two interleaved coders (coordinate i uses coder
+            i % 2), uint32 little-endian each, then their 16-bit words (little-endian)
+            in the order the decoder reads them
     extras  one sign bit per nonzero level (1 = negative), then for each escaped
             magnitude m >= ESCAPE the Elias gamma code of m - ESCAPE + 1; zero padding
 
 Symbol ``min(|l_i|, ESCAPE)`` of every coordinate ``i = 0..d-1`` is coded, in order.
-The state lives in ``[2**16, 2**32)`` and moves 16 bits at a time; the decoder must end
-in the encoder's initial state ``2**16``, which checks the whole stream.
+Each state lives in ``[2**16, 2**32)`` and moves 16 bits at a time; the decoder must end
+both in the encoder's initial state ``2**16``, which checks the whole stream.
 
 Decoders get hostile bytes: every read is checked against the body's length first.
 """
@@ -86,22 +87,32 @@ def ans_write(idx, lev, k, d):
     start = np.zeros(_NSYM, dtype=np.int64)
     for t in range(1, n):
         start[t] = start[t - 1] + freq[t - 1]
-    # the coder runs backwards over the coordinates, so the decoder runs forwards
+    # two interleaved coders (coordinate i uses state i % 2: two independent dependency
+    # chains run twice as fast) run backwards, so the decoder runs forwards
+    syms = np.zeros(d + 1, dtype=np.uint8)      # (a zero past the end when d is odd)
+    for j in range(k):
+        syms[idx[j]] = _symbol(lev[j])
+    f64, c64 = freq.astype(np.uint64), start.astype(np.uint64)
     out = np.empty(d + 1, dtype=np.uint16)      # each symbol emits <= 1 word
     nw = 0
-    x = _U64(_LOW)
-    j = k - 1
-    for i in range(d - 1, -1, -1):
-        sym = 0
-        if j >= 0 and idx[j] == i:
-            sym = _symbol(lev[j])
-            j -= 1
-        f = _U64(freq[sym])
-        if x >= f << _U64(32 - PROB_BITS):      # x would leave [2**16, 2**32)
-            out[nw] = np.uint16(x & _U64(0xFFFF))
+    x0 = x1 = _U64(_LOW)
+    top = d - 1 if d % 2 == 0 else d            # odd d: start with the even state alone
+    for i in range(top, -1, -2):                # pairs (i - 1, i), i odd, from the end
+        if i < d:                               # (the rANS step, written out twice:
+            t = syms[i]                         # numba keeps both states in registers)
+            f = f64[t]
+            if x1 >= f << _U64(32 - PROB_BITS): # x would leave [2**16, 2**32)
+                out[nw] = np.uint16(x1 & _U64(0xFFFF))
+                nw += 1
+                x1 >>= _U64(16)
+            x1 = ((x1 // f) << _U64(PROB_BITS)) + x1 % f + c64[t]
+        t = syms[i - 1]
+        f = f64[t]
+        if x0 >= f << _U64(32 - PROB_BITS):
+            out[nw] = np.uint16(x0 & _U64(0xFFFF))
             nw += 1
-            x >>= _U64(16)
-        x = ((x // f) << _U64(PROB_BITS)) + x % f + _U64(start[sym])
+            x0 >>= _U64(16)
+        x0 = ((x0 // f) << _U64(PROB_BITS)) + x0 % f + c64[t]
     # table
     table_bits = _TABLE_HEAD
     for t in range(n):
@@ -130,12 +141,13 @@ def ans_write(idx, lev, k, d):
             acc, held, w = _push(words, acc, held, w, m, km + 1)
     _flush(words, acc, held, w)
     extras = _to_bytes(words, (extra_bits + 7) // 8)
-    body = np.empty(table.size + 4 + 2 * nw + extras.size, dtype=np.uint8)
+    body = np.empty(table.size + 8 + 2 * nw + extras.size, dtype=np.uint8)
     body[:table.size] = table
     p = table.size
     for b in range(4):
-        body[p + b] = np.uint8((x >> _U64(8 * b)) & _U64(0xFF))
-    p += 4
+        body[p + b] = np.uint8((x0 >> _U64(8 * b)) & _U64(0xFF))
+        body[p + 4 + b] = np.uint8((x1 >> _U64(8 * b)) & _U64(0xFF))
+    p += 8
     for i in range(nw):
         word = out[nw - 1 - i]
         body[p] = np.uint8(word & 0xFF)
@@ -180,35 +192,48 @@ def ans_read(body, d, s, bsize, steps, factor, out):
     if err:
         return err, 0
     p = (table_bits + 7) // 8
-    if p + 4 > nbytes:
+    if p + 8 > nbytes:
         return E_ANS_RAN_OUT, 0
-    x = _U64(0)
+    x0 = x1 = _U64(0)
     for b in range(4):
-        x |= _U64(body[p + b]) << _U64(8 * b)
-    p += 4
-    if x < _U64(_LOW):
+        x0 |= _U64(body[p + b]) << _U64(8 * b)
+        x1 |= _U64(body[p + 4 + b]) << _U64(8 * b)
+    p += 8
+    if x0 < _U64(_LOW) or x1 < _U64(_LOW):
         return E_ANS_STATE, 0
     start = np.zeros(_NSYM + 1, dtype=np.int64)
     slot_symbol = np.empty(_TOTAL, dtype=np.uint8)
     for t in range(_NSYM):
         start[t + 1] = start[t] + freq[t]
         slot_symbol[start[t]:start[t + 1]] = t
-    syms = np.empty(d, dtype=np.uint8)
-    k = escapes = 0
+    syms = np.empty(d + 1, dtype=np.uint8)
+    f64, c64 = freq.astype(np.uint64), start.astype(np.uint64)
     mask = _U64(_TOTAL - 1)
-    for i in range(d):
-        slot = x & mask
-        sym = slot_symbol[slot]
-        x = _U64(freq[sym]) * (x >> _U64(PROB_BITS)) + slot - _U64(start[sym])
-        if x < _U64(_LOW):                      # x >= 4 here: one word restores it
-            if p + 2 > nbytes:
+    last = nbytes - 1                           # a word needs p < last
+    for i in range(0, d, 2):                    # pairs (i, i + 1): the step written
+        slot = x0 & mask                        # out twice keeps both states in
+        t = slot_symbol[slot]                   # registers
+        x0 = f64[t] * (x0 >> _U64(PROB_BITS)) + slot - c64[t]
+        if x0 < _U64(_LOW):                     # x >= 4 here: one word restores it
+            if p >= last:
                 return E_ANS_RAN_OUT, 0
-            x = (x << _U64(16)) | _U64(body[p]) | (_U64(body[p + 1]) << _U64(8))
+            x0 = (x0 << _U64(16)) | _U64(body[p]) | (_U64(body[p + 1]) << _U64(8))
             p += 2
-        syms[i] = sym
-        k += sym != 0
-        escapes += sym == ESCAPE
-    if x != _U64(_LOW):
+        syms[i] = t
+        if i + 1 < d:
+            slot = x1 & mask
+            t = slot_symbol[slot]
+            x1 = f64[t] * (x1 >> _U64(PROB_BITS)) + slot - c64[t]
+            if x1 < _U64(_LOW):
+                if p >= last:
+                    return E_ANS_RAN_OUT, 0
+                x1 = (x1 << _U64(16)) | _U64(body[p]) | (_U64(body[p + 1]) << _U64(8))
+                p += 2
+            syms[i + 1] = t
+    k = 0
+    for i in range(d):
+        k += syms[i] != 0
+    if x0 != _U64(_LOW) or x1 != _U64(_LOW):
         return E_ANS_END, 0
     extras = body[p:]
     nbits = 8 * extras.size
