@@ -80,6 +80,7 @@ Q, BASE, RAW, FP16, FULL, BITS = (
     "ray_relu/codecs/qsgd.py", "ray_relu/codecs/base.py", "ray_relu/codecs/_raw.py",
     "ray_relu/codecs/fp16.py", "ray_relu/codecs/fullprec.py", "ray_relu/codecs/bitcoding.py")
 KERN = "ray_relu/codecs/_kernels.py"
+ANS = "ray_relu/codecs/_ans.py"
 
 MUTATIONS = [
     # ---- the five bugs of issue 15
@@ -236,7 +237,7 @@ MUTATIONS = [
              "np.maximum(r.max(axis=1), -r.min(axis=1))", "np.abs(r.max(axis=1))",
              CODECS),
     Mutation("QSGD variance bound 2x too small", Q,
-             "first = b / s ** 2 if", "first = b / (2 * s ** 2) if", CODECS),
+             "min(b / (4 * s ** 2),", "min(b / (8 * s ** 2),", CODECS),
     Mutation("QSGD dense width one bit too wide", Q,
              "self.dense_width = 1 + self.levels.bit_length()",
              "self.dense_width = 2 + self.levels.bit_length()", CODECS),
@@ -259,6 +260,20 @@ MUTATIONS = [
              "    i = -1\n", "    i = 0\n", CODECS + KERNELS),
     Mutation("QSGD sparse decoder ignores trailing bytes", KERN,
              "if (pos + 7) // 8 != nbytes:", "if (pos + 7) // 8 > nbytes:", CODECS + KERNELS),
+    Mutation("QSGD auto coding never tries rANS", Q,
+             "(coding == \"auto\" and k * _ANS_TRIAL >= d)",
+             "(coding == \"auto\" and k * _ANS_TRIAL > 2 * d)", CODECS + KERNELS),
+    Mutation("rANS decoder skips the end-state check", ANS,
+             "    if x0 != _U64(_LOW) or x1 != _U64(_LOW):", "    if False:", CODECS + KERNELS),
+    Mutation("rANS decoder accepts a level above s", ANS,
+             "if level_max > s:", "if level_max > s + 1:", CODECS + KERNELS),
+    Mutation("rANS table need not sum to 2**14", ANS,
+             "if total != _TOTAL or freq[n - 1] == 0:", "if freq[n - 1] == 0:",
+             CODECS + KERNELS),
+    Mutation("rANS escaped magnitude off by one", ANS,
+             "m = abs(lev[j]) - ESCAPE + 1", "m = abs(lev[j]) - ESCAPE + 2", CODECS + KERNELS),
+    Mutation("rANS slack given to the first symbol", ANS,
+             "            if counts[t] > counts[top]:", "            if False:", KERNELS),
     Mutation("gamma code one bit longer", BITS,
              "return 2 * bit_length(n) - 1", "return 2 * bit_length(n)", CODECS),
     Mutation("stream cut to whole bytes", KERN,
