@@ -28,10 +28,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, types
 
-from ._kernels import (E_LEVEL, E_PADDING, E_TRAILING_BYTES, MAX_TAIL_BITS, _U64,
-                       _bit_length, _clz, _delta_length, _err, _f64, _f64a, _flush,
-                       _get, _i64, _i64a, _jit, _push, _ro_u8, _stream_words, _to_bytes,
-                       _new_words, _trailing, _window)
+from ._kernels import (E_LEVEL, MAX_TAIL_BITS, _U64, _bit_length, _clz, _delta_length,
+                       _err, _f64, _f64a, _flush, _get, _i64, _i64a, _jit, _new_words,
+                       _push, _ro_u8, _stream_words, _to_bytes, _trailing_error, _value,
+                       _window)
 
 __all__ = ["PROB_BITS", "ESCAPE", "ans_write", "ans_read"]
 
@@ -263,13 +263,7 @@ def ans_read(body, d, s, bsize, steps, factor, out):
         if _get(buf, sp, 1):
             level = -level
         sp += 1
-        val = np.float64(level) * steps[b]      # as numpy computed it
-        if factor != 1.0:
-            val *= factor
-        out[i] = val
+        out[i] = _value(level, steps[b], factor)
     if level_max > s:
         return E_LEVEL, level_max
-    err = _trailing(buf, extras.size, ep)
-    if err:
-        return err, 0 if err == E_PADDING else extras.size - (ep + 7) // 8
-    return 0, 0
+    return _trailing_error(buf, extras.size, ep)

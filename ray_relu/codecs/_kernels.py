@@ -345,6 +345,24 @@ def _trailing(words, nbytes, pos):
     return 0
 
 
+@njit(inline="always")
+def _trailing_error(words, nbytes, pos):
+    """``_trailing`` as a decoder's (error, detail): the detail of trailing bytes is
+    their number."""
+    err = _trailing(words, nbytes, pos)
+    return err, (0 if err in (0, E_PADDING) else nbytes - (pos + 7) // 8)
+
+
+@njit(inline="always")
+def _value(level, step, factor):
+    """A decoded coordinate: ``level * step`` (then the tiny-scale factor), the very
+    float operations numpy did when the format was first written."""
+    val = np.float64(level) * step
+    if factor != 1.0:
+        val *= factor
+    return val
+
+
 @njit(_err(_ro_u8, _i64, _i64, types.boolean, _i64, _f64a, _f64, _f64a), **_jit)
 def elias_read(body, d, s, gamma_gaps, bsize, steps, factor, out):
     """Decode a sparse stream into the zeroed ``out``; (error code or 0, detail)."""
@@ -427,19 +445,16 @@ def elias_read(body, d, s, gamma_gaps, bsize, steps, factor, out):
             while i >= bucket_end:              # at most d / bsize steps in all
                 b += 1
                 bucket_end += bsize
-            val = np.float64(level) * steps[b]  # as numpy computed it
-            if factor != 1.0:
-                val *= factor
-            out[i] = val
+            out[i] = _value(level, steps[b], factor)
     if level_max > s:
         return E_LEVEL, level_max
     if gap_tail_max >= MAX_TAIL_BITS:
         return E_GAP_TAIL, gap_tail_max
     if not lows_fit:
         return E_RAN_OUT_GAPS, 0
-    err = _trailing(buf, nbytes, p3)
+    err, detail = _trailing_error(buf, nbytes, p3)
     if err:
-        return err, 0 if err == E_PADDING else nbytes - (p3 + 7) // 8
+        return err, detail
     if i >= d:
         return E_PAST_D, i
     return 0, 0
@@ -476,10 +491,7 @@ def dense_read(body, d, width, s, bsize, steps, factor, out):
             if code > mask:                     # the sign bit
                 negative_zero |= level == 0
                 level = -level
-            val = np.float64(level) * step
-            if factor != 1.0:
-                val *= factor
-            seg[i] = val
+            seg[i] = _value(level, step, factor)
     if mag_max > s:
         return E_LEVEL, mag_max
     if negative_zero:
