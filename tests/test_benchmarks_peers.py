@@ -1,4 +1,4 @@
-"""The peer benchmark's parts that need neither torch nor a cluster."""
+"""The peer benchmarks' (peers, loopback) parts that need neither torch nor a cluster."""
 
 from __future__ import annotations
 
@@ -51,3 +51,18 @@ def test_our_candidates_cover_both_modes_and_downlinks():
     assert len(labels) == 12 == len(set(labels))
     assert "ours qsgd s=400 master down=fp32" in labels
     assert {"ours qsgd s=141 all-to-all p2p", "ours qsgd s=141 all-to-all relay"} <= set(labels)
+
+
+def test_loopback_without_torch_prints_the_install_hint(monkeypatch, capsys):
+    from benchmarks import loopback
+    monkeypatch.setattr(loopback, "torch_missing", lambda: True)
+    assert loopback.main([]) == {}
+    assert "make install-peers" in capsys.readouterr().out
+
+
+def test_loopback_candidates_are_fp32_and_qsgd_in_both_modes():
+    from benchmarks import loopback
+    settings = loopback.ours_settings(10000)
+    assert set(settings) == {"ours fp32 master", "ours fp32 all-to-all",
+                             "ours qsgd s=200 master", "ours qsgd s=200 all-to-all"}
+    assert settings["ours qsgd s=200 master"]["codec_options"] == {"levels": 200}
