@@ -69,34 +69,17 @@ def _symbol(level):
     return min(abs(level), ESCAPE)
 
 
-@njit(types.uint8[::1](_i64a, _i64a, _i64, _i64), **_jit)
-def ans_write(idx, lev, k, d):
-    """The ``ans`` body of the ``k`` nonzero levels ``lev`` at positions ``idx``."""
-    counts = np.zeros(_NSYM, dtype=np.int64)
-    counts[0] = d - k
-    extra_bits = k                              # the sign bits, then the escapes
-    for j in range(k):
-        sym = _symbol(lev[j])
-        counts[sym] += 1
-        if sym == ESCAPE:
-            extra_bits += 2 * _bit_length(abs(lev[j]) - ESCAPE + 1) - 1
-    n = _NSYM
-    while counts[n - 1] == 0:
-        n -= 1
-    freq = _normalize(counts, n, d)
-    start = np.zeros(_NSYM, dtype=np.int64)
-    for t in range(1, n):
-        start[t] = start[t - 1] + freq[t - 1]
-    # two interleaved coders (coordinate i uses state i % 2: two independent dependency
-    # chains run twice as fast) run backwards, so the decoder runs forwards
-    syms = np.zeros(d + 1, dtype=np.uint8)      # (a zero past the end when d is odd)
-    for j in range(k):
-        syms[idx[j]] = _symbol(lev[j])
+@njit(inline="always")
+def _code(syms, freq, start, d):
+    """Run the two coders over the ``d`` symbols: (their final states, their words in
+    the order the decoder reads them)."""
+    # coordinate i uses coder i % 2: two independent dependency chains run twice as
+    # fast as one. The coders run backwards, so that the decoder runs forwards.
     f64, c64 = freq.astype(np.uint64), start.astype(np.uint64)
     out = np.empty(d + 1, dtype=np.uint16)      # each symbol emits <= 1 word
     nw = 0
     x0 = x1 = _U64(_LOW)
-    top = d - 1 if d % 2 == 0 else d            # odd d: start with the even state alone
+    top = d - 1 if d % 2 == 0 else d            # odd d: start with coder 0 alone
     for i in range(top, -1, -2):                # pairs (i - 1, i), i odd, from the end
         if i < d:                               # (the rANS step, written out twice:
             t = syms[i]                         # numba keeps both states in registers)
@@ -113,11 +96,16 @@ def ans_write(idx, lev, k, d):
             nw += 1
             x0 >>= _U64(16)
         x0 = ((x0 // f) << _U64(PROB_BITS)) + x0 % f + c64[t]
-    # table
-    table_bits = _TABLE_HEAD
+    return x0, x1, out[:nw][::-1]
+
+
+@njit(inline="always")
+def _table_bytes(freq, n):
+    """6 bits ``n - 1``, then the Elias delta code of each ``f + 1``; zero padded."""
+    nbits = _TABLE_HEAD
     for t in range(n):
-        table_bits += _delta_length(freq[t] + 1)
-    words = _new_words(table_bits)
+        nbits += _delta_length(freq[t] + 1)
+    words = _new_words(nbits)
     acc, held, w = _push(words, _U64(0), 0, 0, n - 1, _TABLE_HEAD)
     for t in range(n):
         v = freq[t] + 1                         # delta(v): gamma(L + 1), L low bits
@@ -127,9 +115,14 @@ def ans_write(idx, lev, k, d):
         acc, held, w = _push(words, acc, held, w, tail + 1 - (1 << unary), unary)
         acc, held, w = _push(words, acc, held, w, v - (1 << tail), tail)
     _flush(words, acc, held, w)
-    table = _to_bytes(words, (table_bits + 7) // 8)
-    # extras
-    words = _new_words(extra_bits)
+    return _to_bytes(words, (nbits + 7) // 8)
+
+
+@njit(inline="always")
+def _extras_bytes(lev, k, nbits):
+    """The signs of the ``k`` nonzero levels, then the Elias gamma code of each escaped
+    magnitude less ``ESCAPE - 1``; zero padded."""
+    words = _new_words(nbits)
     acc, held, w = _U64(0), 0, 0
     for j in range(k):
         acc, held, w = _push(words, acc, held, w, 1 if lev[j] < 0 else 0, 1)
@@ -140,16 +133,40 @@ def ans_write(idx, lev, k, d):
             acc, held, w = _push(words, acc, held, w, 0, km)
             acc, held, w = _push(words, acc, held, w, m, km + 1)
     _flush(words, acc, held, w)
-    extras = _to_bytes(words, (extra_bits + 7) // 8)
-    body = np.empty(table.size + 8 + 2 * nw + extras.size, dtype=np.uint8)
+    return _to_bytes(words, (nbits + 7) // 8)
+
+
+@njit(types.uint8[::1](_i64a, _i64a, _i64, _i64), **_jit)
+def ans_write(idx, lev, k, d):
+    """The ``ans`` body of the ``k`` nonzero levels ``lev`` at positions ``idx``."""
+    counts = np.zeros(_NSYM, dtype=np.int64)
+    counts[0] = d - k
+    syms = np.zeros(d + 1, dtype=np.uint8)      # (a zero past the end when d is odd)
+    extra_bits = k                              # the sign bits, then the escapes
+    for j in range(k):
+        sym = _symbol(lev[j])
+        syms[idx[j]] = sym
+        counts[sym] += 1
+        if sym == ESCAPE:
+            extra_bits += 2 * _bit_length(abs(lev[j]) - ESCAPE + 1) - 1
+    n = _NSYM
+    while counts[n - 1] == 0:
+        n -= 1
+    freq = _normalize(counts, n, d)
+    start = np.zeros(_NSYM, dtype=np.int64)
+    for t in range(1, n):
+        start[t] = start[t - 1] + freq[t - 1]
+    x0, x1, words = _code(syms, freq, start, d)
+    table = _table_bytes(freq, n)
+    extras = _extras_bytes(lev, k, extra_bits)
+    body = np.empty(table.size + 8 + 2 * words.size + extras.size, dtype=np.uint8)
     body[:table.size] = table
     p = table.size
-    for b in range(4):
+    for b in range(4):                          # the states, little-endian
         body[p + b] = np.uint8((x0 >> _U64(8 * b)) & _U64(0xFF))
         body[p + 4 + b] = np.uint8((x1 >> _U64(8 * b)) & _U64(0xFF))
     p += 8
-    for i in range(nw):
-        word = out[nw - 1 - i]
+    for word in words:                          # the words, little-endian
         body[p] = np.uint8(word & 0xFF)
         body[p + 1] = np.uint8(word >> 8)
         p += 2
@@ -182,31 +199,26 @@ def _read_table(buf, nbits, freq):
     return 0, pos
 
 
-@njit(_err(_ro_u8, _i64, _i64, _i64, _f64a, _f64, _f64a), **_jit)
-def ans_read(body, d, s, bsize, steps, factor, out):
-    """Decode an ``ans`` body into ``out``; (error code or 0, detail)."""
+@njit(inline="always")
+def _decode(body, p, freq, d):
+    """Run the two coders back from their states at byte ``p``: (error or 0, the
+    position after their words, the ``d`` symbols)."""
+    syms = np.empty(d + 1, dtype=np.uint8)
     nbytes = body.size
-    freq = np.zeros(_NSYM, dtype=np.int64)
-    err, table_bits = _read_table(_stream_words(body[:min(nbytes, 256)]),
-                                  8 * min(nbytes, 256), freq)
-    if err:
-        return err, 0
-    p = (table_bits + 7) // 8
     if p + 8 > nbytes:
-        return E_ANS_RAN_OUT, 0
+        return E_ANS_RAN_OUT, p, syms
     x0 = x1 = _U64(0)
     for b in range(4):
         x0 |= _U64(body[p + b]) << _U64(8 * b)
         x1 |= _U64(body[p + 4 + b]) << _U64(8 * b)
     p += 8
     if x0 < _U64(_LOW) or x1 < _U64(_LOW):
-        return E_ANS_STATE, 0
+        return E_ANS_STATE, p, syms
     start = np.zeros(_NSYM + 1, dtype=np.int64)
     slot_symbol = np.empty(_TOTAL, dtype=np.uint8)
     for t in range(_NSYM):
         start[t + 1] = start[t] + freq[t]
         slot_symbol[start[t]:start[t + 1]] = t
-    syms = np.empty(d + 1, dtype=np.uint8)
     f64, c64 = freq.astype(np.uint64), start.astype(np.uint64)
     mask = _U64(_TOTAL - 1)
     last = nbytes - 1                           # a word needs p < last
@@ -216,7 +228,7 @@ def ans_read(body, d, s, bsize, steps, factor, out):
         x0 = f64[t] * (x0 >> _U64(PROB_BITS)) + slot - c64[t]
         if x0 < _U64(_LOW):                     # x >= 4 here: one word restores it
             if p >= last:
-                return E_ANS_RAN_OUT, 0
+                return E_ANS_RAN_OUT, p, syms
             x0 = (x0 << _U64(16)) | _U64(body[p]) | (_U64(body[p + 1]) << _U64(8))
             p += 2
         syms[i] = t
@@ -226,15 +238,30 @@ def ans_read(body, d, s, bsize, steps, factor, out):
             x1 = f64[t] * (x1 >> _U64(PROB_BITS)) + slot - c64[t]
             if x1 < _U64(_LOW):
                 if p >= last:
-                    return E_ANS_RAN_OUT, 0
+                    return E_ANS_RAN_OUT, p, syms
                 x1 = (x1 << _U64(16)) | _U64(body[p]) | (_U64(body[p + 1]) << _U64(8))
                 p += 2
             syms[i + 1] = t
+    if x0 != _U64(_LOW) or x1 != _U64(_LOW):
+        return E_ANS_END, p, syms
+    return 0, p, syms
+
+
+@njit(_err(_ro_u8, _i64, _i64, _i64, _f64a, _f64, _f64a), **_jit)
+def ans_read(body, d, s, bsize, steps, factor, out):
+    """Decode an ``ans`` body into ``out``; (error code or 0, detail)."""
+    nbytes = body.size
+    freq = np.zeros(_NSYM, dtype=np.int64)
+    err, table_bits = _read_table(_stream_words(body[:min(nbytes, 256)]),
+                                  8 * min(nbytes, 256), freq)
+    if err:
+        return err, 0
+    err, p, syms = _decode(body, (table_bits + 7) // 8, freq, d)
+    if err:
+        return err, 0
     k = 0
     for i in range(d):
         k += syms[i] != 0
-    if x0 != _U64(_LOW) or x1 != _U64(_LOW):
-        return E_ANS_END, 0
     extras = body[p:]
     nbits = 8 * extras.size
     if k > nbits:
