@@ -30,8 +30,8 @@ from numba import njit, types
 
 from ._kernels import (E_LEVEL, MAX_TAIL_BITS, _U64, _bit_length, _clz, _delta_length,
                        _err, _f64, _f64a, _flush, _get, _i64, _i64a, _jit, _new_words,
-                       _push, _ro_u8, _stream_words, _to_bytes, _trailing_error, _value,
-                       _window)
+                       _push, _push_delta, _read_delta, _ro_u8, _stream_words, _to_bytes,
+                       _trailing_error, _value, _window)
 
 __all__ = ["PROB_BITS", "ESCAPE", "ans_write", "ans_read"]
 
@@ -108,12 +108,7 @@ def _table_bytes(freq, n):
     words = _new_words(nbits)
     acc, held, w = _push(words, _U64(0), 0, 0, n - 1, _TABLE_HEAD)
     for t in range(n):
-        v = freq[t] + 1                         # delta(v): gamma(L + 1), L low bits
-        tail = _bit_length(v) - 1
-        unary = _bit_length(tail + 1) - 1
-        acc, held, w = _push(words, acc, held, w, 1, unary + 1)
-        acc, held, w = _push(words, acc, held, w, tail + 1 - (1 << unary), unary)
-        acc, held, w = _push(words, acc, held, w, v - (1 << tail), tail)
+        acc, held, w = _push_delta(words, acc, held, w, freq[t] + 1)
     _flush(words, acc, held, w)
     return _to_bytes(words, (nbits + 7) // 8)
 
@@ -183,17 +178,12 @@ def _read_table(buf, nbits, freq):
     pos = _TABLE_HEAD
     total = 0
     for t in range(n):
-        head = _window(buf, pos)                # delta(f + 1) <= delta(2**14 + 1)
-        unary = np.int64(_clz(head)) if head else 64
-        if unary > 3:
+        value, length = _read_delta(buf, pos, 3)  # delta(f + 1) <= delta(2**14 + 1)
+        if value < 0 or value > _TOTAL + 1 or pos + length > nbits:
             return E_ANS_TABLE, 0
-        tail = np.int64(head >> _U64(63 - 2 * unary)) - 1
-        end = pos + 2 * unary + 1 + tail
-        if tail > PROB_BITS or end > nbits:
-            return E_ANS_TABLE, 0
-        freq[t] = ((np.int64(1) << tail) | _get(buf, pos + 2 * unary + 1, tail)) - 1
+        freq[t] = value - 1
         total += freq[t]
-        pos = end
+        pos += length
     if total != _TOTAL or freq[n - 1] == 0:
         return E_ANS_TABLE, 0
     return 0, pos

@@ -245,18 +245,23 @@ def _flush(words, acc, held, w):
         words[w] |= acc << _U64(64 - held)
 
 
+@njit(inline="always")
+def _push_delta(words, acc, held, w, n):
+    """Append the Elias delta code of ``n >= 1``: gamma(L + 1), then the L low bits."""
+    tail = _bit_length(n) - 1
+    unary = _bit_length(tail + 1) - 1
+    acc, held, w = _push(words, acc, held, w, 1, unary + 1)
+    acc, held, w = _push(words, acc, held, w, tail + 1 - (1 << unary), unary)
+    return _push(words, acc, held, w, n - (1 << tail), tail)
+
+
 @njit("uint8[::1](int64[::1], int64[::1], int64, boolean, int64, int64)", **_jit)
 def elias_write(idx, lev, k, gamma_gaps, unary_sum, nbits):
     """The sparse stream: ``delta(k + 1)``, then the four sections of the spec, each
     written as its own stream (from the offsets the sizes give)."""
     words = _new_words(nbits)
-    n = k + 1                                   # delta(n): gamma(L + 1), L low bits of n
-    tail = _bit_length(n) - 1
-    unary = _bit_length(tail + 1) - 1
-    a0, h0, w0 = _push(words, _U64(0), 0, 0, 1, unary + 1)
-    a0, h0, w0 = _push(words, a0, h0, w0, tail + 1 - (1 << unary), unary)
-    a0, h0, w0 = _push(words, a0, h0, w0, n - (1 << tail), tail)
-    p1 = 2 * unary + 1 + tail + 2 * k + unary_sum   # the unary parts follow the count
+    a0, h0, w0 = _push_delta(words, _U64(0), 0, 0, k + 1)
+    p1 = _delta_length(k + 1) + 2 * k + unary_sum   # the unary parts follow the count
     p2 = p1 + unary_sum
     p3 = p2 + k
     a1, h1, w1 = _U64(0), p1 & 63, p1 >> 6      # gamma tails
@@ -354,6 +359,19 @@ def _trailing_error(words, nbytes, pos):
 
 
 @njit(inline="always")
+def _read_delta(words, pos, max_unary):
+    """The Elias delta code at bit ``pos``: (its value, its length in bits), or
+    (-1, 0) when its gamma part opens with more than ``max_unary`` zeros."""
+    head = _window(words, pos)
+    unary = np.int64(_clz(head)) if head else 64
+    if unary > max_unary:
+        return np.int64(-1), np.int64(0)
+    tail = np.int64(head >> _U64(63 - 2 * unary)) - 1
+    value = (np.int64(1) << tail) | _get(words, pos + 2 * unary + 1, tail)
+    return value, 2 * unary + 1 + tail
+
+
+@njit(inline="always")
 def _value(level, step, factor):
     """A decoded coordinate: ``level * step`` (then the tiny-scale factor), the very
     float operations numpy did when the format was first written."""
@@ -370,15 +388,12 @@ def elias_read(body, d, s, gamma_gaps, bsize, steps, factor, out):
     nbits = 8 * nbytes
     buf = _stream_words(body)
     # the count: delta(k + 1) within the first 64 bits
-    head = _window(buf, 0)
-    unary = np.int64(_clz(head)) if head else 64
-    if unary > 5:                               # L + 1 <= 33: k + 1 < 2**32
+    value, start = _read_delta(buf, 0, 5)       # L + 1 <= 33: k + 1 < 2**32
+    if value < 0:
         return E_COUNT_INVALID, 0
-    tail = np.int64(head >> _U64(63 - 2 * unary)) - 1
-    start = 2 * unary + 1 + tail
     if start > nbits or start > 64:
         return E_COUNT_SHORT, 0
-    count = ((np.int64(1) << tail) | _get(buf, 2 * unary + 1, tail)) - 1
+    count = value - 1
     if count > d or 3 * count > nbits - start:  # >= 3 bits per nonzero
         return E_COUNT_IMPOSSIBLE, count
     if count == 0:
