@@ -30,17 +30,12 @@ import statistics
 from typing import Any
 
 from benchmarks._common import parse_args, print_table, write_json
+from benchmarks.peers import INSTALL_HINT, torch_missing
 
 K = 2
 BATCH = 64
 REPEATS = 3
 GOAL = 1.0                       # ours QSGD round / bare gloo fp32 allreduce round
-
-
-def torch_missing() -> bool:
-    """True when torch is not importable (the peers extra is not installed)."""
-    import importlib.util
-    return importlib.util.find_spec("torch") is None
 
 
 def _free_port() -> int:
@@ -110,7 +105,6 @@ def ours_block(problem: Any, settings: dict[str, dict], rounds: int) -> dict[str
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(__doc__.splitlines()[0], argv)
     if torch_missing():
-        from benchmarks.peers import INSTALL_HINT
         print(INSTALL_HINT)
         return {}
     from benchmarks._fit_timing import load_average, start_ray
