@@ -186,13 +186,54 @@ def test_long_hostile_streams_fail_fast():
 
 def test_kernels_are_cached_on_disk():
     """Fresh processes (Ray workers) load the machine code instead of compiling."""
-    from ray_relu.codecs import _ans, _kernels
-    kernels = [getattr(m, name) for m in (_kernels, _ans) for name in m.__all__]
+    from ray_relu.codecs import _ans, _kernels, _pcg64
+    kernels = [getattr(m, name) for m in (_kernels, _ans, _pcg64) for name in m.__all__]
     compiled = [fn for fn in kernels if hasattr(fn, "signatures")]
     assert len(compiled) >= 9
     for fn in compiled:
         assert fn.signatures, fn                            # compiled eagerly
         assert type(fn._cache).__name__ == "FunctionCache", fn
+
+
+# --------------------------------------------------------------------------- the draws
+@pytest.mark.parametrize("n", [0, 1, 2, 15, 16, 17, 31, 32, 33, 4097, 100_003])
+def test_compiled_pcg64_draws_numpys_stream(n):
+    """Interleaved lanes give Generator.random's doubles, bit for bit, and leave
+    the state where numpy's draw does (including 128-bit carries: spawned keys)."""
+    from ray_relu.codecs import _pcg64
+    for seed in (0, 7, np.random.SeedSequence(3, spawn_key=(4, 2, 1))):
+        ours, numpys = np.random.default_rng(seed), np.random.default_rng(seed)
+        state = _pcg64.state_of(ours)
+        out = np.full(n, -1.0)
+        _pcg64.fill(state, out)
+        assert np.array_equal(out, numpys.random(n)), (seed, n)
+        _pcg64.store(ours, state)
+        assert ours.bit_generator.state == numpys.bit_generator.state
+
+
+def test_encoding_draws_as_numpy_would_for_any_generator():
+    """The compiled draw (numpy's PCG64) and numpy's own draw (anything else with a
+    ``random`` method) quantize alike, and the generator ends where ``random(d)``
+    leaves it, its buffered 32 bits included."""
+    class NumpyDraws:                               # hides the bit generator
+        def __init__(self, rng):
+            self.rng = rng
+
+        def random(self, *args, **kwargs):
+            return self.rng.random(*args, **kwargs)
+
+    v = np.random.default_rng(1).standard_normal(70_001)
+    for kw in (dict(levels=16), dict(levels=3, bucket_size=500, norm="max")):
+        codec = QSGD(**kw)
+        compiled, numpys = np.random.default_rng(9), np.random.default_rng(9)
+        for rng in (compiled, numpys):
+            rng.integers(2 ** 32, dtype=np.uint32)  # sets the 32-bit buffer
+        assert codec.encode(v, rng=compiled) == codec.encode(v, rng=NumpyDraws(numpys))
+        assert compiled.bit_generator.state == numpys.bit_generator.state
+        assert np.array_equal(compiled.random(3), numpys.random(3))
+    philox = QSGD(levels=4).encode(v, rng=np.random.Generator(np.random.Philox(2)))
+    assert philox == QSGD(levels=4).encode(
+        v, rng=NumpyDraws(np.random.Generator(np.random.Philox(2))))
 
 
 def test_cache_falls_back_to_a_writable_directory(monkeypatch):

@@ -6,7 +6,8 @@ makes it fast. Rules that keep the bytes the same on every node:
 * no ``fastmath`` (LLVM then never fuses a multiply and an add, nor reorders sums), and
   every float step is the same single operation, in the same order, as the numpy
   formulation the format was first written with;
-* the uniforms are drawn by numpy's Generator outside (same stream, same amount).
+* the uniforms are numpy's Generator's: drawn by numpy outside, or by :mod:`._pcg64`,
+  which computes PCG64's stream double for double.
 
 Decoders get hostile bytes: numba does not check bounds, so every read position is
 validated against the stream length before the read, and each kernel reports a
@@ -27,9 +28,10 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ._pcg64 import fill
 from .qsgd import MIN_EXPONENT, TOP_BITS
 
-__all__ = ["fallback_cache_dir", "readonly", "scales", "quantize_chunk", "elias_sizes", "elias_write", "dense_write",
+__all__ = ["fallback_cache_dir", "readonly", "scales", "quantize_chunk", "quantize_pcg64", "elias_sizes", "elias_write", "dense_write",
            "elias_read", "dense_read", "MAX_TAIL_BITS"]
 
 # Every integer Elias-coded is < 2**32 (gaps <= d <= 2**31, levels < 2**31, the count
@@ -167,6 +169,20 @@ def quantize_chunk(v, u, lo, bsize, pre, fac, s, hit, idx, lev, count):
             idx[count] = lo + j
             lev[count] = np.int64(max(min(np.floor(u[j]), s), -s))  # a rare +-(s + 1)
             count += hit[j]
+    return count
+
+
+@njit([_i64(vec, types.uint64[::1], _i64, _f64, _f64a, _i64, _f64a, _u8a, _i64a, _i64a)
+       for vec in (_ro_f32, _ro_f64)], **_jit)
+def quantize_pcg64(v, state, bsize, pre, fac, s, u, hit, idx, lev):
+    """:func:`quantize_chunk` over all of ``v``, drawing each chunk's uniforms (as many
+    as ``u`` holds) from the PCG64 stream ``state`` (:func:`_pcg64.fill`, which
+    advances it); returns the count of nonzero levels."""
+    count = 0
+    for lo in range(0, v.size, u.size):
+        chunk = u[:min(u.size, v.size - lo)]
+        fill(state, chunk)
+        count = quantize_chunk(v, chunk, lo, bsize, pre, fac, s, hit, idx, lev, count)
     return count
 
 

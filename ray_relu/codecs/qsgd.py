@@ -78,6 +78,7 @@ class _LazyModule:
 
 _k: Any = _LazyModule("_k", "_kernels")
 _ans: Any = _LazyModule("_ans", "_ans")
+_pcg64: Any = _LazyModule("_pcg64", "_pcg64")
 
 MAX_LEVELS = 2 ** 31 - 1          # a signed level fits int32; dense fields fit 32 bits
 # Scale exponents: f * 2**e is exact in float64 for every float32 f when e >= -925
@@ -218,8 +219,10 @@ class QSGD(Codec):
         """(float32 scales, exponent, positions int64 and signed levels int64 of the
         nonzero levels ``floor(s v / c + u)``, clamped to ``-s..s``).
 
-        The uniforms are drawn in order, ``rng.random(d)`` in cache-sized slices, each
-        consumed by the compiled quantizer right away.
+        The uniforms are ``rng.random(d)``'s, in order, in cache-sized slices, each
+        consumed by the compiled quantizer right away. For numpy's default bit
+        generator (PCG64) the kernel computes the stream itself (:mod:`._pcg64`) and
+        leaves ``rng`` where ``random(d)`` would have.
         """
         src = _k.readonly(np.ascontiguousarray(v))     # float32 is read as it is
         f32, exponent, pre, factor = self._scales(src)
@@ -228,8 +231,14 @@ class QSGD(Codec):
         lev = np.empty(d + 8, dtype=np.int64)  # cost nothing
         u = np.empty(min(d, _QCHUNK))
         hit = np.empty(-(-u.size // 8) * 8, dtype=np.uint8)
-        count = 0
         bsize = self._bucket(d)
+        state = _pcg64.state_of(rng)
+        if state is not None:           # numpy's default: drawn in the kernel, same stream
+            count = _k.quantize_pcg64(src, state, bsize, pre, factor, self.levels,
+                                      u, hit, idx, lev)
+            _pcg64.store(rng, state)
+            return f32, exponent, idx[:count], lev[:count]
+        count = 0
         for lo in range(0, d, _QCHUNK):
             chunk = u[:min(_QCHUNK, d - lo)]
             rng.random(out=chunk)
