@@ -251,6 +251,37 @@ def ans_message(body: bytes, d: int, levels: int = 4) -> bytes:
     return HEADER.pack(b"RRLC", 4, b"qsgd", d, len(payload)) + payload
 
 
+@pytest.mark.parametrize("bucket", [None, 300, 5])     # table reader, and bit by bit
+@pytest.mark.parametrize("at", [0, 3, 8, 517, 998])     # head, group and tail fields
+def test_hostile_dense_fields_are_found_wherever_they_sit(bucket, at):
+    """A level above s or a -0 field, planted in a real dense body, is reported with
+    the largest level; the untouched body decodes to the spec's values."""
+    codec = QSGD(levels=5, bucket_size=bucket, coding="dense")    # 4-bit fields
+    d = 999
+    msg = codec.encode(np.random.default_rng(at).standard_normal(d), rng=np.random.default_rng(0))
+    nb = -(-d // (bucket or d))
+    start = HEADER_SIZE + PARAMS.size + 4 * nb
+    body = bytearray(msg[start:])
+    levels = np.array([(body[i // 2] >> (4 * (1 - i % 2))) & 15 for i in range(d)])
+    signed = np.where(levels & 8, -(levels & 7), levels & 7)
+    scales = np.repeat(np.frombuffer(msg[start - 4 * nb:start], "<f4").astype(np.float64),
+                       bucket or d)[:d]
+    exponent = PARAMS.unpack_from(msg, HEADER_SIZE)[4]
+    np.testing.assert_array_equal(codec.decode(msg), signed * (np.ldexp(scales, exponent) / 5))
+
+    def planted(code: int) -> bytes:
+        b = body.copy()
+        shift = 4 * (1 - at % 2)
+        b[at // 2] = (b[at // 2] & ~(15 << shift) & 0xFF) | (code << shift)
+        return msg[:start] + bytes(b)
+
+    for code, words in ((7, "level 7 exceeds levels=5"), (15, "level 7 exceeds levels=5"),
+                        (6, "level 6 exceeds levels=5"),
+                        (8, "dense qsgd body holds a negative zero level")):
+        with pytest.raises(CodecError, match=words):
+            codec.decode(planted(code))
+
+
 def test_hostile_ans_bodies_name_what_is_wrong():
     codec = QSGD(levels=4)
     levels = np.array([0, 1, -2, 0, 3, 0, 0, -1])
