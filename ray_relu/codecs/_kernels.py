@@ -91,6 +91,14 @@ def _clz(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
+@intrinsic
+def _ctz(typingctx, x):
+    """Trailing zeros of a nonzero uint64 (LLVM cttz)."""
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], context.get_constant(types.boolean, True))
+    return types.uint64(types.uint64), codegen
+
+
 @njit(inline="always")
 def _bit_length(n):
     """``floor(log2 n) + 1`` (0 for 0) of a non-negative int64."""
@@ -162,16 +170,19 @@ def quantize_chunk(v, u, lo, bsize, pre, fac, s, hit, idx, lev, count):
         end = min(n, (b + 1) * bsize - lo)
         _flag_nonzero(v[lo + i:lo + end], u[i:end], pre, fac[b], hit[i:end])
         i = end
-    words = hit.view(np.uint64)                 # then skip 8 zero levels at a time,
-    for w in range((n + 7) // 8):
-        if w < n // 8 and not words[w]:
-            continue
-        for j in range(8 * w, min(n, 8 * w + 8)):
-            # and append without a branch (random data defeats branch prediction):
-            # every level is written, the count moves on past the nonzero ones
+    words = hit.view(np.uint64)     # then visit only the flags set, 8 bytes at a time:
+    for w in range(n // 8):         # a flag is bit 0 of its byte, found by counting zeros
+        flags = words[w]
+        while flags:
+            j = 8 * w + np.int64(_ctz(flags) >> _U64(3))
             idx[count] = lo + j
             lev[count] = np.int64(max(min(np.floor(u[j]), s), -s))  # a rare +-(s + 1)
-            count += hit[j]
+            count += 1
+            flags &= flags - _U64(1)
+    for j in range(n - n % 8, n):   # the last few: written always, counted if flagged
+        idx[count] = lo + j
+        lev[count] = np.int64(max(min(np.floor(u[j]), s), -s))
+        count += hit[j]
     return count
 
 
