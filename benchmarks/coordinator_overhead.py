@@ -48,10 +48,13 @@ The ``cpu_*`` columns are the driver thread's CPU time per iteration
 swings with other jobs; CPU time hardly does, so these columns show the driver-side
 share of fit's overhead even on a crowded machine.
 
-All-to-all ``fit`` submits rounds ahead, so a loop run inside its callback would
-overlap its rounds: there bare, shaped, **bare_ahead** (the bare loop submitting rounds
-ahead as fit does, the like-for-like reference) and compiled run as blocks after each
-fit, and fit/bare is against bare_ahead (fit/bare_sync against the synchronous loop).
+All-to-all ``fit`` submits rounds ahead, and so does master where every round relays
+the gradient messages (here K = 1, 2: the codec's ``max_message_bytes`` proves that
+K - 1 fp32 messages per worker are fewer bytes than ``w`` in fp64), so a loop run
+inside its callback would overlap its rounds: there bare, shaped, **bare_ahead** (the
+all-to-all bare loop submitting rounds ahead as fit does, the like-for-like and
+stricter reference) and compiled run as blocks after each fit, and fit/bare is against
+bare_ahead (fit/bare_sync against the synchronous loop, master's textbook loop).
 
 Goal (issue 11): ``fit / bare <= 1.2`` in both modes.
 """
@@ -229,6 +232,18 @@ def _loop_seconds(step: Callable[[], None], iterations: int, warmup: int) -> flo
     return (time.perf_counter() - start) / (iterations - warmup)
 
 
+def rounds_ahead(problem: Any, K: int, mode: str) -> bool:
+    """Whether ``fit`` submits rounds ahead here: always in all-to-all, and in master
+    where the codec's message bound proves every round relays the gradients."""
+    if mode == "all-to-all":
+        return True
+    from ray_relu.coordinator import MasterCoordinator
+    from ray_relu.settings import resolve
+    settings = resolve(problem, codec="fp32", workers=K, mode=mode)
+    return MasterCoordinator([None] * K, settings.plan, settings.step_size,
+                             settings.w_star, last_round=2).pipelined
+
+
 def measure(K: int, mode: str, *, iterations: int, warmup: int,
             repeats: int) -> dict[str, list[float]]:
     """Seconds per iteration of every candidate, one steady-state mean per repeat."""
@@ -239,11 +254,12 @@ def measure(K: int, mode: str, *, iterations: int, warmup: int,
     between: dict[str, Callable[[], None]] = {"bare": loops.bare, "shaped": loops.shaped}
     if mode == "master":
         between["bare_put"] = lambda: loops.bare(put=True)
-    # fit's all-to-all rounds run ahead of the driver: a loop run inside its callback
-    # would overlap them, so there the others run as blocks after each fit.
+    # Where fit's rounds run ahead of the driver (all-to-all; master where every round
+    # relays), a loop run inside its callback would overlap them, so there the others
+    # run as blocks after each fit.
     blocks: dict[str, Callable[[], float]] = {
         "compiled": lambda: loops.compiled_seconds(iterations, warmup)}
-    if mode == "all-to-all":
+    if rounds_ahead(problem, K, mode):
         blocks["bare_ahead"] = lambda: loops.bare_ahead_seconds(iterations, warmup)
         blocks["bare"] = lambda: _loop_seconds(loops.bare, iterations, warmup)
         blocks["shaped"] = lambda: _loop_seconds(loops.shaped, iterations, warmup)

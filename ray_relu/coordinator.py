@@ -9,7 +9,9 @@ the history). All bytes are counted from the real encoded messages, where they a
   exact form: ``w`` itself in float64, or the K - 1 other workers' gradient messages,
   from which each worker computes the very same ``w_{t+1}`` (same decode, same order,
   same step; its own message it kept). With a downlink codec it ships the encoded
-  update instead. One ``ray.get`` per round fetches the K gradients and stats.
+  update instead. One ``ray.get`` per round fetches the K gradients and stats. Where
+  the codec's ``max_message_bytes`` proves every round relays, rounds are submitted
+  ahead as in all-to-all: round ``t + 1`` takes round ``t``'s message refs.
   Bytes: uplink = the K gradient messages, downlink = what the driver shipped to the
   K workers (a restarted worker's recovery with ``w_t`` is not part of the round).
 - :class:`AllToAllCoordinator`: each worker receives the K - 1 other workers' message
@@ -192,9 +194,16 @@ class _Coordinator:
 class MasterCoordinator(_Coordinator):
     """The driver aggregates and steps; workers evaluate at the ``w`` it ships."""
 
-    def __init__(self, workers, plan, step_size, w_star, round_timeout=None) -> None:
+    def __init__(self, workers, plan, step_size, w_star, round_timeout=None,
+                 last_round: int | None = None) -> None:
         super().__init__(workers, plan, step_size, w_star, round_timeout)
         self.downlink = plan.downlink
+        self.last_round = last_round
+        # Rounds submitted ahead (t -> the K (message, stats) ref pairs): only where
+        # every round t + 1 relays round t's messages, whatever they hold, so its
+        # calls can take their refs before the driver has seen them.
+        self._ahead: dict[int, list] = {}
+        self.pipelined = last_round is not None and self._always_relays()
         self.w: np.ndarray | None = None          # w_{t+1}: what the next round ships
         self._next: tuple[str, list] = ("set", [])   # its kind and per-worker payloads
         self._next_bytes = 0                      # and their total size
@@ -223,6 +232,17 @@ class MasterCoordinator(_Coordinator):
         record.wall_s = time.perf_counter() - begin
         return record
 
+    def _always_relays(self) -> bool:
+        """Whether :meth:`_ship_exact` relays the gradient messages in every round,
+        known from the codec's bound on their length (never with error feedback or a
+        downlink codec: those rounds ship what the driver computes)."""
+        if self.feedback or self.downlink is not None:
+            return False
+        n = self.plan.model.num_params(self.plan.d)
+        bound = self.codec.max_message_bytes(n)
+        return bound is not None and \
+            (self.K - 1) * self.K * bound < self.K * (HEADER_SIZE + 8 * n)
+
     def _set(self, w: np.ndarray) -> None:
         self.w = w
         encoded = self.exact.encode(w)
@@ -233,10 +253,14 @@ class MasterCoordinator(_Coordinator):
 
     def next_round(self, t: int) -> RoundRecord:
         begin = time.perf_counter()
-        kind, payloads = self._next
         down = self._next_bytes
-        pending = [self.workers[k].advance.remote((t, kind, self.step_size), *payloads[k])
-                   for k in range(self.K)]
+        pending = self._ahead.pop(t, None)
+        if pending is None:
+            kind, payloads = self._next
+            pending = [self.workers[k].advance.remote((t, kind, self.step_size),
+                                                      *payloads[k]) for k in range(self.K)]
+        if self.pipelined:
+            self._submit_ahead(t, pending)
         stats, messages = self._collect(t, pending)
         codec_begin = time.perf_counter()
         g = algorithm.average([self.codec.decode(m) for m in messages], self.plan.weights)
@@ -259,6 +283,20 @@ class MasterCoordinator(_Coordinator):
             up += self._keep_for_replay(t, w_t, messages)
         return self._record(t, stats, time.perf_counter() - begin, rel_err, change,
                             up, down, 0, driver_codec_s)
+
+    def _submit_ahead(self, t: int, pending: list) -> None:
+        """Submit rounds ``t + 1 ..`` (up to ``PIPELINE_DEPTH - 1`` ahead, never past
+        ``last_round``) as relays of the previous round's message refs: Ray orders
+        each worker's calls and hands a call its peers' messages when they exist."""
+        previous = pending
+        for r in range(t + 1, min(t + PIPELINE_DEPTH - 1, self.last_round) + 1):
+            if r not in self._ahead:
+                refs = [message for message, _ in previous]
+                self._ahead[r] = [
+                    self.workers[k].advance.remote((r, "peers", self.step_size),
+                                                   *_others(refs, k))
+                    for k in range(self.K)]
+            previous = self._ahead[r]
 
     def _keep_for_replay(self, t: int, w_t: np.ndarray, messages: list[bytes]) -> int:
         """Log how round ``t + 1``'s replicas follow from round ``t`` (error feedback),
@@ -309,6 +347,7 @@ class MasterCoordinator(_Coordinator):
             shipped = [_shipped(m) for m in messages]
             self._ship("peers", [_others(shipped, k) for k in range(self.K)], relayed)
         else:
+            assert not self.pipelined, "a message beyond the codec's max_message_bytes"
             self._set(w_next)
 
     def _get_pairs(self, calls: list, t: int) -> list:
@@ -325,6 +364,9 @@ class MasterCoordinator(_Coordinator):
             return ([RoundStats.unpack(v) for v in values[1::2]], list(values[0::2]))
         except RECOVERABLE:
             pass
+        # The rounds submitted ahead hang on this round's lost messages: they fail in
+        # Ray, and are submitted again from what this round recovers.
+        self._ahead.clear()
         stats, messages = [None] * self.K, [None] * self.K
         recovery = None
         for k in range(self.K):
@@ -347,6 +389,7 @@ class MasterCoordinator(_Coordinator):
         return self.current.copy()
 
     def _restore(self, t: int) -> None:
+        self._ahead.clear()
         if self.feedback:
             calls = [self._replay_worker(k, t) for k in range(self.K)]
         else:

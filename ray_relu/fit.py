@@ -137,9 +137,8 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
 def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
          watch: "_Watch") -> FitResult:
     coordinator = MasterCoordinator if settings.mode == "master" else AllToAllCoordinator
-    extra = {} if settings.mode == "master" else {"last_round": settings.iterations}
     coord = coordinator(actors, settings.plan, settings.step_size, settings.w_star,
-                        round_timeout=watch.round_timeout, **extra)
+                        round_timeout=watch.round_timeout, last_round=settings.iterations)
     if state is None:
         rows = [coord.start(0, settings.start_point())]
         t = 0

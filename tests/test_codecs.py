@@ -178,6 +178,29 @@ CONFIG_CASES = [
 ]
 
 
+@pytest.mark.parametrize("name, params", CONFIG_CASES + [
+    ("qsgd", {"levels": 300, "bucket_size": 3, "coding": "dense"}),
+    ("qsgd", {"levels": 2 ** 31 - 1, "coding": "auto"}), ("qsgd", {"coding": "ans"})])
+def test_max_message_bytes_bounds_every_message(name, params):
+    """The bound master mode plans with: every message fits it (the fixed-size codecs
+    hit it exactly); codings whose length depends on the draw say None."""
+    codec = get_codec(name, **params)
+    rng = np.random.default_rng(4)
+    for d in (1, 2, 7, 64, 1000):
+        bound = codec.max_message_bytes(d)
+        if params.get("coding") in ("elias", "ans"):
+            assert bound is None
+            continue
+        for v in (rng.standard_normal(d), np.zeros(d), np.full(d, 1e30),
+                  rng.standard_normal(d) ** 9):
+            size = len(codec.encode(v, rng=rng))
+            assert size <= bound, (d, size, bound)
+            if name in ("fp64", "fp32", "fp16"):
+                assert size == bound
+    with pytest.raises(ValueError, match="d must be"):
+        codec.max_message_bytes(0)
+
+
 @pytest.mark.parametrize("name, params", CONFIG_CASES)
 def test_config_round_trip(name, params):
     codec = get_codec(name, **params)

@@ -448,17 +448,18 @@ def test_route_p2p_is_for_all_to_all_only():
         fit(PlantedReLU(d=10, n=100), route="direct", progress=False)
 
 
-@pytest.mark.parametrize("route", ["relay", "p2p"])
-def test_rounds_ahead_stop_exactly_where_tol_is_met(route):
-    """All-to-all submits rounds ahead of the driver; the fit must still end at the
-    first round that meets tol, with that round's w (not a later one's)."""
+@pytest.mark.parametrize("mode, route", PATHS)
+def test_rounds_ahead_stop_exactly_where_tol_is_met(mode, route):
+    """All-to-all, and master where it relays every round, submit rounds ahead of the
+    driver; the fit must still end at the first round that meets tol, with that
+    round's w (not a later one's)."""
     problem = PlantedReLU(d=30, n=240, seed=5)
     kwargs = dict(codec="qsgd", codec_options={"levels": 4}, workers=2, batch_size=40,
                   iterations=400, tol=1e-3, seed=2)
     ref = sgd(problem, **kwargs)
     stop = ref.history.num_rows - 1
     assert 5 < stop < 400                   # tol, not the iteration cap, ended it
-    result = fit(problem, mode="all-to-all", route=route, progress=False, **kwargs)
+    result = fit(problem, mode=mode, route=route, progress=False, **kwargs)
     assert result.converged and result.iterations == stop
     assert result.history.num_rows == stop + 1
     np.testing.assert_allclose(np.asarray(result.history.column("rel_error")),
@@ -467,6 +468,27 @@ def test_rounds_ahead_stop_exactly_where_tol_is_met(route):
     assert result.replica_divergence == 0.0
     # the workers still held the replica of the round that met tol: no replay was needed
     assert result.restarts == 0
+
+
+@pytest.mark.parametrize("K, d, codec, options, ahead", [
+    (2, 8, "fp32", {}, True),               # relaying 1 message beats shipping w
+    (4, 8, "fp32", {}, False),              # 3 x 4 fp32 messages: w is cheaper
+    (3, 20, "qsgd", {"levels": 2}, True),   # bounded by its dense length
+    (3, 20, "qsgd", {"levels": 2, "coding": "elias"}, False),   # no bound
+    (2, 8, "ef", {"codec": "fp32"}, False),     # error feedback: the driver's snapshots
+])
+def test_master_submits_ahead_only_where_every_round_relays(K, d, codec, options, ahead):
+    """Master submits round t + 1 before round t's messages arrive only where the
+    codec's max_message_bytes proves the relay is the cheaper exact downlink."""
+    from ray_relu.coordinator import MasterCoordinator
+    from ray_relu.settings import resolve
+    settings = resolve(PlantedReLU(d=d, n=40, seed=0), codec=codec, codec_options=options,
+                       workers=K, mode="master")
+    coord = MasterCoordinator([None] * K, settings.plan, settings.step_size,
+                              settings.w_star, last_round=10)
+    assert coord.pipelined is ahead
+    assert not MasterCoordinator([None] * K, settings.plan, settings.step_size,
+                                 settings.w_star).pipelined     # no last round known
 
 
 def _kill_at(rounds, victims):

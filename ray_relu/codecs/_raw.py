@@ -7,7 +7,8 @@ import struct
 
 import numpy as np
 
-from .base import Codec, CodecError, check_vector, non_finite_error, split_block
+from .._validation import check_int
+from .base import HEADER_SIZE, Codec, CodecError, check_vector, non_finite_error, split_block
 
 _EXPONENT = struct.Struct("<h")
 
@@ -39,6 +40,11 @@ class RawFloatCodec(Codec):
         values = arr.astype(self._dtype.newbyteorder("<"), copy=False).tobytes()
         block = _EXPONENT.pack(exponent) if self._scaled else b""
         return self.pack_message(arr.size, block, values)
+
+    def max_message_bytes(self, d: int) -> int:
+        """The exact length of every message for ``d`` coordinates."""
+        d = check_int("d", d, minimum=1)
+        return HEADER_SIZE + (_EXPONENT.size if self._scaled else 0) + self._dtype.itemsize * d
 
     def _exponent_for(self, arr: np.ndarray) -> int:
         """Power of two the payload is scaled by (``v = payload * 2**e``); 0: none."""

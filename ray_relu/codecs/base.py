@@ -32,6 +32,10 @@ Everything else has a working default:
     default step size. The default returns None ("unknown"); the run settings then
     assume ``ray_relu.settings.UNKNOWN_VARIANCE`` (an error as large as the gradient,
     which about halves the default step). Pass ``step_size`` to do better.
+``max_message_bytes(d)``
+    An upper bound on ``len(encode(v))`` for every ``v`` in ``R^d``, or None when
+    unknown (the default). Master mode uses it to know, before a round's messages
+    arrive, that relaying them beats shipping ``w``, and then submits rounds ahead.
 ``__eq__``, ``__hash__``, ``__repr__``
     From ``get_config()``: codecs with equal configs are equal;
     ``QSGD(levels=4, ...)``-style repr.
@@ -217,6 +221,11 @@ class Codec(abc.ABC):
         """``q`` such that ``E||decode(encode(v)) - v||^2 <= q ||v||^2`` for ``v`` in
         R^d, or None when unknown (the default; the run settings then assume
         ``ray_relu.settings.UNKNOWN_VARIANCE``)."""
+        return None
+
+    def max_message_bytes(self, d: int) -> int | None:
+        """An upper bound on ``len(encode(v))`` for ``v`` in R^d, or None when unknown
+        (the default)."""
         return None
 
     def get_config(self) -> dict[str, Any]:

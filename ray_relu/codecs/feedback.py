@@ -64,3 +64,7 @@ class ErrorFeedback(Codec):
         """The inner codec's bound for one message (error feedback changes what is
         encoded, not how well)."""
         return self.codec.variance_bound(d)
+
+    def max_message_bytes(self, d: int) -> int | None:
+        """The inner codec's bound: the messages are its own."""
+        return self.codec.max_message_bytes(d)

@@ -57,7 +57,8 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_choice, check_int
-from .base import Codec, CodecError, MAX_DIM, check_vector, non_finite_error, split_block
+from .base import (HEADER_SIZE, MAX_DIM, Codec, CodecError, check_vector, non_finite_error,
+                   split_block)
 
 __all__ = ["QSGD"]
 
@@ -164,6 +165,16 @@ class QSGD(Codec):
         b = self._bucket(d)
         s = self.levels
         return float(min(b / (4 * s ** 2), b ** 0.5 / s))
+
+    def max_message_bytes(self, d: int) -> int | None:
+        """The dense message's length for ``coding="dense"`` and ``"auto"`` (which
+        never writes a longer one); None for ``"elias"`` and ``"ans"``, whose length
+        depends on the levels drawn."""
+        d = check_int("d", d, minimum=1, maximum=MAX_DIM)
+        if self.coding not in ("dense", "auto"):
+            return None
+        return (HEADER_SIZE + PARAMS_SIZE + 4 * -(-d // self._bucket(d))
+                + -(-d * self.dense_width // 8))
 
     # -- buckets ----------------------------------------------------------------------
     def _bucket(self, d: int) -> int:
