@@ -67,6 +67,7 @@ ENGINE_BYTES = (E + "test_qsgd_bytes_are_the_sum_of_the_real_message_sizes",
                 E + "test_bytes_are_the_real_message_sizes")
 ENGINE_RESUME = (E + "test_resume_continues_exactly",)
 ENGINE_AHEAD = (E + "test_rounds_ahead_stop_exactly_where_tol_is_met",)
+ENGINE_PLAN = (E + "test_master_submits_ahead_only_where_every_round_relays",)
 EF = "tests/test_error_feedback.py"
 EF_EXACT = (EF + "::test_error_feedback_fit_is_the_reference",)
 EF_FAULTS = (EF + "::test_killed_workers_replay_their_memory_exactly",)
@@ -81,6 +82,7 @@ Q, BASE, RAW, FP16, FULL, BITS = (
     "ray_relu/codecs/fp16.py", "ray_relu/codecs/fullprec.py", "ray_relu/codecs/bitcoding.py")
 KERN = "ray_relu/codecs/_kernels.py"
 ANS = "ray_relu/codecs/_ans.py"
+PCG = "ray_relu/codecs/_pcg64.py"
 
 MUTATIONS = [
     # ---- the five bugs of issue 15
@@ -159,6 +161,13 @@ MUTATIONS = [
              "recovery or _shipped(self.exact.encode(self.w))",
              "recovery or _shipped(self.exact.encode(self._previous if self._previous is "
              "not None else self.w))", ENGINE_FAULTS),
+    Mutation("master submits ahead where a round may ship w", C,
+             "(self.K - 1) * self.K * bound < self.K * (HEADER_SIZE + 8 * n)",
+             "(self.K - 1) * bound < self.K * (HEADER_SIZE + 8 * n)", ENGINE_PLAN),
+    Mutation("master's round ahead takes the wrong round's messages", C,
+             "        for r in range(t + 1, min(t + PIPELINE_DEPTH - 1, self.last_round) + 1):",
+             "        for r in range(t + 2, min(t + PIPELINE_DEPTH - 1, self.last_round) + 1):",
+             ENGINE_AHEAD),
     Mutation("all-to-all adopts a snapshot under the wrong round", C,
              'self._snapshot = (c, "set", [_shipped(message)],',
              'self._snapshot = (c + 1, "set", [_shipped(message)],', ENGINE_SNAPSHOTS),
@@ -274,6 +283,19 @@ MUTATIONS = [
              "m = abs(lev[j]) - ESCAPE + 1", "m = abs(lev[j]) - ESCAPE + 2", CODECS + KERNELS),
     Mutation("rANS slack given to the first symbol", ANS,
              "            if counts[t] > counts[top]:", "            if False:", KERNELS),
+    Mutation("compiled PCG64 drops the 128-bit carry", PCG,
+             "return ahi + bhi + _U64(lo < alo), lo", "return ahi + bhi, lo", KERNELS),
+    Mutation("encoding leaves numpy's generator where it was", Q,
+             "            _pcg64.store(rng, state)\n", "", KERNELS),
+    Mutation("quantizer files a flagged level one byte off", KERN,
+             "j = 8 * w + np.int64(_ctz(flags) >> _U64(3))",
+             "j = 8 * w + np.int64(_ctz(flags) >> _U64(4))", KERNELS),
+    Mutation("dense table decoder lets a -0 field through", KERN,
+             "bad[code] = ((code & mask) > s) | (code == mask + 1)",
+             "bad[code] = ((code & mask) > s)", KERNELS),
+    Mutation("dense table decoder reads a group one byte late", KERN,
+             "            at = (i >> 3) * width\n", "            at = (i >> 3) * width + 1\n",
+             KERNELS),
     Mutation("gamma code one bit longer", BITS,
              "return 2 * bit_length(n) - 1", "return 2 * bit_length(n)", CODECS),
     Mutation("stream cut to whole bytes", KERN,
