@@ -347,7 +347,9 @@ class MasterCoordinator(_Coordinator):
             shipped = [_shipped(m) for m in messages]
             self._ship("peers", [_others(shipped, k) for k in range(self.K)], relayed)
         else:
-            assert not self.pipelined, "a message beyond the codec's max_message_bytes"
+            if self.pipelined:              # rounds ahead already relay: a broken bound
+                raise RuntimeError(f"{self.codec!r} wrote a message longer than its "
+                                   f"max_message_bytes")
             self._set(w_next)
 
     def _get_pairs(self, calls: list, t: int) -> list:
