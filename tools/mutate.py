@@ -81,6 +81,7 @@ Q, BASE, RAW, FP16, FULL, BITS = (
     "ray_relu/codecs/qsgd.py", "ray_relu/codecs/base.py", "ray_relu/codecs/_raw.py",
     "ray_relu/codecs/fp16.py", "ray_relu/codecs/fullprec.py", "ray_relu/codecs/bitcoding.py")
 KERN = "ray_relu/codecs/_kernels.py"
+DENSE = "ray_relu/codecs/_dense.py"
 ANS = "ray_relu/codecs/_ans.py"
 PCG = "ray_relu/codecs/_pcg64.py"
 
@@ -256,9 +257,9 @@ MUTATIONS = [
              CODECS + KERNELS),
     Mutation("QSGD accepts a dense body of the wrong size", Q,
              "if body.size != need:", "if body.size > need:", CODECS + FUZZ),
-    Mutation("QSGD dense decoder accepts a level above s", KERN,
+    Mutation("QSGD dense decoder accepts a level above s", DENSE,
              "if mag_max > s:", "if mag_max > s + 1:", CODECS + KERNELS),
-    Mutation("QSGD dense decoder accepts negative zero", KERN,
+    Mutation("QSGD dense decoder accepts negative zero", DENSE,
              "if negative_zero:", "if False:", CODECS + KERNELS),
     Mutation("QSGD sparse decoder accepts a level above s", KERN,
              "if level_max > s:", "if level_max > s + 1:", CODECS + KERNELS),
@@ -290,10 +291,10 @@ MUTATIONS = [
     Mutation("quantizer files a flagged level one byte off", KERN,
              "j = 8 * w + np.int64(_ctz(flags) >> _U64(3))",
              "j = 8 * w + np.int64(_ctz(flags) >> _U64(4))", KERNELS),
-    Mutation("dense table decoder lets a -0 field through", KERN,
+    Mutation("dense table decoder lets a -0 field through", DENSE,
              "bad[code] = ((code & mask) > s) | (code == mask + 1)",
              "bad[code] = ((code & mask) > s)", KERNELS),
-    Mutation("dense table decoder reads a group one byte late", KERN,
+    Mutation("dense table decoder reads a group one byte late", DENSE,
              "            at = (i >> 3) * width\n", "            at = (i >> 3) * width + 1\n",
              KERNELS),
     Mutation("gamma code one bit longer", BITS,

@@ -80,6 +80,7 @@ class _LazyModule:
 _k: Any = _LazyModule("_k", "_kernels")
 _ans: Any = _LazyModule("_ans", "_ans")
 _pcg64: Any = _LazyModule("_pcg64", "_pcg64")
+_dense: Any = _LazyModule("_dense", "_dense")
 
 MAX_LEVELS = 2 ** 31 - 1          # a signed level fits int32; dense fields fit 32 bits
 # Scale exponents: f * 2**e is exact in float64 for every float32 f when e >= -925
@@ -329,7 +330,7 @@ class QSGD(Codec):
                                   gamma_unary if gamma_gaps else delta_unary, nbits)
             coding = "elias-gamma" if gamma_gaps else "elias"
         elif coding == "dense":
-            body = _k.dense_write(idx, lev, k, d, self.dense_width)
+            body = _dense.dense_write(idx, lev, k, d, self.dense_width)
         params = _PARAMS.pack(self.levels, self.bucket_size or 0, NORMS[self.norm],
                               CODINGS[coding], exponent)
         return self.pack_message(d, params, f32.astype("<f4").tobytes(), body)
@@ -381,7 +382,7 @@ class QSGD(Codec):
                 raise CodecError(f"dense qsgd body for d={d} at {width} bits per "
                                  f"coordinate must be {need} bytes, got {body.size}")
             out = np.empty(d, dtype=np.float64)
-            err = _k.dense_read(body, d, width, self.levels, b, steps, factor, out)
+            err = _dense.dense_read(body, d, width, self.levels, b, steps, factor, out)
         elif coding == "ans":
             out = np.empty(d, dtype=np.float64)
             err = _ans.ans_read(body, d, self.levels, b, steps, factor, out)
