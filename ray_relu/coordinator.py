@@ -240,8 +240,12 @@ class MasterCoordinator(_Coordinator):
             return False
         n = self.plan.model.num_params(self.plan.d)
         bound = self.codec.max_message_bytes(n)
-        return bound is not None and \
-            (self.K - 1) * self.K * bound < self.K * (HEADER_SIZE + 8 * n)
+        return bound is not None and self._relay_is_shorter((self.K - 1) * self.K * bound, n)
+
+    def _relay_is_shorter(self, relayed: int, n: int) -> bool:
+        """Whether relaying ``relayed`` bytes of gradient messages moves fewer bytes
+        than shipping ``w`` (``n`` float64 numbers) exactly to each of the K workers."""
+        return relayed < self.K * (HEADER_SIZE + 8 * n)   # = K x len(exact.encode(w))
 
     def _set(self, w: np.ndarray) -> None:
         self.w = w
@@ -342,7 +346,7 @@ class MasterCoordinator(_Coordinator):
         """Ship ``w_{t+1}`` exactly, in whichever form moves fewer bytes: ``w`` in
         float64 to every worker, or to each worker the others' gradient messages."""
         relayed = (self.K - 1) * sum(len(m) for m in messages)
-        if relayed < self.K * (HEADER_SIZE + w_next.nbytes):   # = len(exact.encode(w))
+        if self._relay_is_shorter(relayed, w_next.size):
             self.w = w_next
             shipped = [_shipped(m) for m in messages]
             self._ship("peers", [_others(shipped, k) for k in range(self.K)], relayed)

@@ -163,8 +163,8 @@ MUTATIONS = [
              "recovery or _shipped(self.exact.encode(self._previous if self._previous is "
              "not None else self.w))", ENGINE_FAULTS),
     Mutation("master submits ahead where a round may ship w", C,
-             "(self.K - 1) * self.K * bound < self.K * (HEADER_SIZE + 8 * n)",
-             "(self.K - 1) * bound < self.K * (HEADER_SIZE + 8 * n)", ENGINE_PLAN),
+             "self._relay_is_shorter((self.K - 1) * self.K * bound, n)",
+             "self._relay_is_shorter((self.K - 1) * bound, n)", ENGINE_PLAN),
     Mutation("master's round ahead takes the wrong round's messages", C,
              "        for r in range(t + 1, min(t + PIPELINE_DEPTH - 1, self.last_round) + 1):",
              "        for r in range(t + 2, min(t + PIPELINE_DEPTH - 1, self.last_round) + 1):",

@@ -175,7 +175,11 @@ class QSGD(Codec):
         if self.coding not in ("dense", "auto"):
             return None
         return (HEADER_SIZE + PARAMS_SIZE + 4 * -(-d // self._bucket(d))
-                + -(-d * self.dense_width // 8))
+                + self._dense_body_bytes(d))
+
+    def _dense_body_bytes(self, d: int) -> int:
+        """Length of the dense coding's body: ``d`` fields of ``dense_width`` bits."""
+        return -(-d * self.dense_width // 8)
 
     # -- buckets ----------------------------------------------------------------------
     def _bucket(self, d: int) -> int:
@@ -319,7 +323,7 @@ class QSGD(Codec):
             gamma_gaps = gamma_bits < delta_bits
             nbits = min(gamma_bits, delta_bits)
         if coding == "auto":
-            dense_bytes = -(-d * self.dense_width // 8)
+            dense_bytes = self._dense_body_bytes(d)
             shortest = min(-(-nbits // 8), dense_bytes)
             if body is not None and body.size < shortest:
                 coding = "ans"
@@ -377,7 +381,7 @@ class QSGD(Codec):
         steps, factor = self._steps(scales)
         if coding == "dense":
             width = self.dense_width
-            need = -(-d * width // 8)
+            need = self._dense_body_bytes(d)
             if body.size != need:
                 raise CodecError(f"dense qsgd body for d={d} at {width} bits per "
                                  f"coordinate must be {need} bytes, got {body.size}")
