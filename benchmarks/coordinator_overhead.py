@@ -49,7 +49,7 @@ swings with other jobs; CPU time hardly does, so these columns show the driver-s
 share of fit's overhead even on a crowded machine.
 
 All-to-all ``fit`` submits rounds ahead, and so does master where every round relays
-the gradient messages (here K = 1, 2: the codec's ``max_message_bytes`` proves that
+the gradient messages (here K = 1, 2, 4: the codec's ``max_message_bytes`` proves that
 K - 1 fp32 messages per worker are fewer bytes than ``w`` in fp64), so a loop run
 inside its callback would overlap its rounds: there bare, shaped, **bare_ahead** (the
 all-to-all bare loop submitting rounds ahead as fit does, the like-for-like and
