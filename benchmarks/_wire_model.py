@@ -11,19 +11,22 @@ arguments into the task it sends; larger objects stay in the producing node's ob
 store and are pulled from there by whoever needs them. So per round, with K workers,
 an uplink message of ``u`` bytes, a downlink message of ``v`` bytes:
 
-- master: the head receives ``K*u`` and sends ``K*v`` (one ``ray.put``, but each
-  worker node pulls its own copy);
-- all-to-all, ``u <= inline``: every message goes to the driver and from there to all
-  K workers (each worker's call carries the K messages of the round, its own
-  included): the head receives ``K*u`` and sends ``K*K*u``;
+- master with a downlink codec (as both cluster benchmarks run it): the head receives
+  ``K*u`` and sends ``K*v`` (one ``ray.put``, but each worker node pulls its own copy);
+- all-to-all, ``u <= inline``: every message goes to the driver and from there to the
+  K - 1 other workers (each worker keeps its own): the head receives ``K*u`` and sends
+  ``K*(K-1)*u``;
 - all-to-all, ``u > inline``: worker to worker; each worker node sends and receives
   ``(K-1)*u``.
 
-A synchronous round cannot overlap its two directions through the head: the replies
-(uplink) must all arrive before the next calls (downlink) can leave. So through the
-head the wire time is ``(head in + head out) * 8 / rate``; worker to worker, every
-node sends and receives at once and the wire time is ``(K-1)*u * 8 / rate``. Each leg
-first spends the tbf burst (``BURST_BYTES``) at line rate.
+A synchronous round (master with a downlink codec) cannot overlap its two directions
+through the head: the replies (uplink) must all arrive before the next calls
+(downlink) can leave, so the wire time is ``(head in + head out) * 8 / rate``.
+All-to-all submits rounds ahead: the head forwards one worker's message while it
+receives the next, so its wire time is the busier direction's, ``max(head in, head
+out) * 8 / rate``; worker to worker, every node sends and receives at once and the
+wire time is ``(K-1)*u * 8 / rate``. Each leg first spends the tbf burst
+(``BURST_BYTES``) at line rate.
 ``floor = wire + latency + compute + encode/decode``, with ``latency`` one round trip
 between a worker and the head (the call out, the reply back: 2 x 2 shaped hops x delay).
 
@@ -69,23 +72,25 @@ def message_sizes(row: dict) -> tuple[float, float]:
     return per_round["bytes_peer"] / max(1, K * (K - 1)), 0.0
 
 
-def busiest_pipe_bytes(row: dict, inline: int = INLINE_BYTES) -> tuple[list[float], str]:
-    """Bytes per round on the busiest link, one entry per direction that must be crossed
-    one after the other, and which link that is."""
+def busiest_pipe_bytes(row: dict, inline: int = INLINE_BYTES
+                       ) -> tuple[list[float], str, bool]:
+    """Bytes per round on the busiest link, one entry per direction, which link that is,
+    and whether its directions overlap (rounds ahead) or follow one another."""
     K = row["workers"]
     up, down = message_sizes(row)
     if row["mode"] == "master":
-        return [K * up, K * down], "head in+out"
+        return [K * up, K * down], "head in+out", False
     if up <= inline:
-        return [K * up, K * K * up], "head in+out"
-    return [(K - 1) * up], "worker out"
+        return [K * up, K * (K - 1) * up], "head in|out", True
+    return [(K - 1) * up], "worker out", True
 
 
 def round_floor_s(row: dict, rate: str, delay: str, inline: int = INLINE_BYTES,
                   burst: int = BURST_BYTES) -> dict:
     """The physical floor of one round and its parts (seconds)."""
-    legs, pipe = busiest_pipe_bytes(row, inline)
-    wire = sum(max(0.0, b - burst) for b in legs) * 8.0 / rate_bits_per_s(rate)
+    legs, pipe, overlapped = busiest_pipe_bytes(row, inline)
+    legs_s = [max(0.0, b - burst) * 8.0 / rate_bits_per_s(rate) for b in legs]
+    wire = max(legs_s) if overlapped else sum(legs_s)
     latency = 4 * delay_seconds(delay)
     floor = wire + latency + row["compute_s"] + row["encode_s"]
     return {"busiest_pipe": pipe, "busiest_bytes": sum(legs), "wire_s": wire,
