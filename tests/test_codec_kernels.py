@@ -186,8 +186,8 @@ def test_long_hostile_streams_fail_fast():
 
 def test_kernels_are_cached_on_disk():
     """Fresh processes (Ray workers) load the machine code instead of compiling."""
-    from ray_relu.codecs import _ans, _dense, _kernels, _pcg64
-    kernels = [getattr(m, name) for m in (_kernels, _dense, _ans, _pcg64)
+    from ray_relu.codecs import _ans, _dense, _kernels, _pcg64, _quantize
+    kernels = [getattr(m, name) for m in (_kernels, _quantize, _dense, _ans, _pcg64)
                for name in m.__all__]
     compiled = [fn for fn in kernels if hasattr(fn, "signatures")]
     assert len(compiled) >= 9

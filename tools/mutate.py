@@ -81,6 +81,7 @@ Q, BASE, RAW, FP16, FULL, BITS = (
     "ray_relu/codecs/qsgd.py", "ray_relu/codecs/base.py", "ray_relu/codecs/_raw.py",
     "ray_relu/codecs/fp16.py", "ray_relu/codecs/fullprec.py", "ray_relu/codecs/bitcoding.py")
 KERN = "ray_relu/codecs/_kernels.py"
+QUANT = "ray_relu/codecs/_quantize.py"
 DENSE = "ray_relu/codecs/_dense.py"
 ANS = "ray_relu/codecs/_ans.py"
 PCG = "ray_relu/codecs/_pcg64.py"
@@ -243,7 +244,7 @@ MUTATIONS = [
     Mutation("fp32 config: id and dtype may disagree", FULL,
              "if dtype != by_id[codec_id]:", "if False:", CODECS),
     # ---- codecs: QSGD and bit coding
-    Mutation("QSGD rounds to nearest instead of stochastically", KERN,
+    Mutation("QSGD rounds to nearest instead of stochastically", QUANT,
              "y = (np.float64(v[j]) * pre) * f + u[j]", "y = (np.float64(v[j]) * pre) * f + 0.5",
              CODECS_STATS),
     Mutation("QSGD max norm ignores negative entries", Q,
@@ -296,7 +297,7 @@ MUTATIONS = [
              "b.add(b.lshr(p10, s32), b.lshr(mid, s32))", "b.lshr(p10, s32)", KERNELS),
     Mutation("encoding leaves numpy's generator where it was", Q,
              "            _pcg64.store(rng, state)\n", "", KERNELS),
-    Mutation("quantizer files a flagged level one byte off", KERN,
+    Mutation("quantizer files a flagged level one byte off", QUANT,
              "j = 8 * w + np.int64(_ctz(flags) >> _U64(3))",
              "j = 8 * w + np.int64(_ctz(flags) >> _U64(4))", KERNELS),
     Mutation("dense table decoder lets a -0 field through", DENSE,

@@ -78,6 +78,7 @@ class _LazyModule:
 
 
 _k: Any = _LazyModule("_k", "_kernels")
+_q: Any = _LazyModule("_q", "_quantize")
 _ans: Any = _LazyModule("_ans", "_ans")
 _pcg64: Any = _LazyModule("_pcg64", "_pcg64")
 _dense: Any = _LazyModule("_dense", "_dense")
@@ -215,11 +216,11 @@ class QSGD(Codec):
     # -- quantization ---------------------------------------------------------------
     def _scales(self, v: np.ndarray) -> tuple[np.ndarray, int, float, np.ndarray]:
         """(float32 scale ``f`` of each bucket, the message exponent ``e``, and ``pre``
-        and the per-bucket factors of :func:`_kernels.quantize_chunk`): the true scale
+        and the per-bucket factors of :func:`_quantize.quantize_chunk`): the true scale
         ``f * 2**e`` is the bucket statistic rounded up (so it bounds every ``|x_i|``)."""
         with np.errstate(over="ignore", invalid="ignore"):
             stat = self._bucket_stats(v)
-        f32, exponent, pre, factor, err = _k.scales(stat, self.levels)
+        f32, exponent, pre, factor, err = _q.scales(stat, self.levels)
         if err == 1:
             if not np.isfinite(v).all():
                 raise non_finite_error("vec", v)
@@ -250,7 +251,7 @@ class QSGD(Codec):
         bsize = self._bucket(d)
         state = _pcg64.state_of(rng)
         if state is not None:           # numpy's default: drawn in the kernel, same stream
-            count = _k.quantize_pcg64(src, state, bsize, pre, factor, self.levels,
+            count = _q.quantize_pcg64(src, state, bsize, pre, factor, self.levels,
                                       u, hit, idx, lev)
             _pcg64.store(rng, state)
             return f32, exponent, idx[:count], lev[:count]
@@ -258,7 +259,7 @@ class QSGD(Codec):
         for lo in range(0, d, _QCHUNK):
             chunk = u[:min(_QCHUNK, d - lo)]
             rng.random(out=chunk)
-            count = _k.quantize_chunk(src, chunk, lo, bsize, pre, factor, self.levels,
+            count = _q.quantize_chunk(src, chunk, lo, bsize, pre, factor, self.levels,
                                       hit, idx, lev, count)
         return f32, exponent, idx[:count], lev[:count]
 
