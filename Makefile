@@ -38,7 +38,7 @@ test-cluster: install
 	$(PY) -m pytest -m cluster -v -s tests
 
 # Plant one-line bugs in the core modules one at a time; print those no test catches.
-# Not part of `make test`: it reruns test selections dozens of times (16 minutes on 2 busy cores).
+# Not part of `make test`: it reruns test selections dozens of times (about 20 minutes on 2 cores).
 mutate: install
 	$(PIN_BLAS) $(PY) tools/mutate.py
 
