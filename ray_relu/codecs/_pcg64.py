@@ -84,6 +84,13 @@ def _splat(value: int) -> ir.Constant:
     return ir.Constant(_V64, [ir.Constant(ir.IntType(64), value)] * _WIDTH)
 
 
+def _broadcast(b: ir.IRBuilder, scalar: ir.Value) -> ir.Value:
+    """A vector with ``scalar`` (a runtime uint64) in every lane."""
+    first = b.insert_element(ir.Constant(_V64, ir.Undefined), scalar, ir.IntType(32)(0))
+    return b.shuffle_vector(first, first, ir.Constant(ir.VectorType(ir.IntType(32), _WIDTH),
+                                                      [0] * _WIDTH))
+
+
 def _mul_wide(b: ir.IRBuilder, x: ir.Value, y: int) -> tuple[ir.Value, ir.Value]:
     """(high, low) words of ``x * y`` for a vector ``x`` and a constant ``y``, from four
     32 x 32-bit products (one vector instruction each). ``y`` must be a constant:
@@ -119,12 +126,8 @@ def _advance_group(typingctx, hi, lo, k, out, j, chi, clo):
         unit = ir.Constant(_VF64, [ir.Constant(ir.DoubleType(), 2.0 ** -53)] * _WIDTH)
         b.store(b.fmul(b.sitofp(b.lshr(x, _splat(11)), _VF64), unit), p_out, align=8)
         # state * A + c, mod 2**128, with c = (chi, clo) the same in every lane
-        c_hi = b.insert_element(ir.Constant(_V64, ir.Undefined), chi, ir.IntType(32)(0))
-        c_lo = b.insert_element(ir.Constant(_V64, ir.Undefined), clo, ir.IntType(32)(0))
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), _WIDTH), [0] * _WIDTH)
-        c_hi = b.shuffle_vector(c_hi, c_hi, zeros)
-        c_lo = b.shuffle_vector(c_lo, c_lo, zeros)
-        a_hi, a_lo = _JUMP_A >> 64, _JUMP_A & _MASK
+        c_hi, c_lo = _broadcast(b, chi), _broadcast(b, clo)
+        a_hi, a_lo = int(_JUMP_A_HI), int(_JUMP_A_LO)
         p_high, p_low = _mul_wide(b, l, a_lo)
         p_high = b.add(p_high, b.add(b.mul(l, _splat(a_hi)), b.mul(h, _splat(a_lo))))
         new_lo = b.add(p_low, c_lo)
