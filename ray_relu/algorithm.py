@@ -35,9 +35,7 @@ def batch_indices(seed: int, t: int, k: int, shard_rows: int,
 def evaluate(model: "Model", w: np.ndarray, X: np.ndarray, y: np.ndarray,
              idx: np.ndarray | None) -> tuple[float, np.ndarray]:
     """The model's mean loss and gradient on the rows ``idx`` (all when None) at ``w``."""
-    if idx is not None:
-        X, y = X[idx], y[idx]
-    return model.loss_and_gradient(w, X, y)
+    return model.loss_and_gradient_rows(w, X, y, idx)
 
 
 def compress_gradient(codec: Codec, g: np.ndarray, residual: np.ndarray | None,

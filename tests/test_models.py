@@ -265,12 +265,16 @@ def test_array_validation_names_the_argument_and_shape():
 # ---- the ReLU model keeps the numbers it had before models were pluggable --------------
 
 def test_relu_reference_runs_equal_the_recorded_ones_to_the_last_bit():
-    """tests/data/relu_golden.json was written by tools/make_relu_golden.py from the
-    code before the models protocol existed: iterates (sha256) and history, bit for bit.
+    """tests/data/relu_golden.json was written by tools/make_relu_golden.py: iterates
+    (sha256) and history, bit for bit. First from the code before the models protocol
+    existed; rewritten once, on purpose, when the gradient moved to the one-pass kernel
+    of ``ray_relu/models/_rows.py`` (a fixed summation order instead of BLAS's; the
+    iterates moved by at most 3e-16 relative, the quantized cases not at all).
 
-    The bits depend on OpenBLAS's kernel (AVX-512 dot products round differently from
-    AVX2 ones): the Makefile pins ``OPENBLAS_CORETYPE=Haswell``, the kernel they were
-    recorded with; run the test through ``make test`` or with that variable set."""
+    The moment start (``X.T @ y``) and the history's norms still go through OpenBLAS,
+    whose AVX-512 dot products round differently from its AVX2 ones: the Makefile pins
+    ``OPENBLAS_CORETYPE=Haswell``, the kernel they were recorded with; run the test
+    through ``make test`` or with that variable set."""
     from ray_relu.reference import sgd
     golden = json.loads((Path(__file__).parent / "data" / "relu_golden.json").read_text())
     for case in golden["cases"]:
@@ -282,6 +286,87 @@ def test_relu_reference_runs_equal_the_recorded_ones_to_the_last_bit():
             f"ones (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')!r})")
         for name, values in case["history"].items():
             assert [float(v).hex() for v in run.history.column(name).to_pylist()] == values
+
+
+# ---- the one-pass kernel of the piecewise-linear models (ray_relu/models/_rows.py) ----
+
+PIECEWISE = [ReLU(), Linear(), LeakyReLU(0.2)]
+
+
+def documented_order(w, X, y, rows, negative_slope):
+    """_rows.py's module doc, in plain Python floats: 32 lanes (lane l sums the products
+    j = l mod 32 in order), the 32 lane sums added pairwise as 8-wide vectors (four
+    vectors summed (0 + 1) + (2 + 3), then halves 8 -> 4 -> 2 -> 1), then the last
+    d mod 32 products; rows one after another."""
+    d = X.shape[1]
+    body = 32 * (d // 32)
+    g, loss = [0.0] * d, 0.0
+    for i in rows:
+        x = [float(v) for v in X[i]]
+        lanes = [0.0] * 32
+        for j in range(body):
+            lanes[j % 32] += x[j] * float(w[j])
+        vec = [(lanes[l] + lanes[8 + l]) + (lanes[16 + l] + lanes[24 + l]) for l in range(8)]
+        while len(vec) > 1:
+            half = len(vec) // 2
+            vec = [vec[l] + vec[half + l] for l in range(half)]
+        z = vec[0]
+        for j in range(body, d):
+            z += x[j] * float(w[j])
+        if z > 0:
+            r, slope = z - y[i], 1.0
+        elif z < 0:
+            r, slope = negative_slope * z - y[i], negative_slope
+        else:
+            r, slope = -y[i], 0.5 + 0.5 * negative_slope
+        loss += r * r
+        for j in range(d):
+            g[j] += r * slope * x[j]
+    return 0.5 * loss / len(rows), np.array(g) / len(rows)
+
+
+@pytest.mark.parametrize("d", [1, 7, 31, 32, 33, 64, 100, 257])
+@pytest.mark.parametrize("model", PIECEWISE, ids=repr)
+def test_one_pass_gradient_sums_in_the_documented_order(model, d):
+    rng = np.random.default_rng(d)
+    X, y = rng.standard_normal((40, d)), rng.standard_normal(40)
+    w = rng.standard_normal(d)
+    rows = np.sort(rng.choice(40, 13, replace=False))
+    loss_value, g = model.loss_and_gradient_rows(w, X, y, rows)
+    want_loss, want_g = documented_order(w, X, y, rows, model._negative_slope)
+    assert loss_value == want_loss
+    np.testing.assert_array_equal(g, want_g)
+
+
+@pytest.mark.parametrize("model", PIECEWISE, ids=repr)
+def test_rows_in_place_equal_the_gathered_rows_and_numpy_formula(model):
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((60, 75)), rng.standard_normal(60)
+    X[5] = 0.0                                  # a row with <w, x> = 0: the kink's slope
+    w = rng.standard_normal(75)
+    X.setflags(write=False)                     # shards in Ray's object store are read-only
+    rows = np.array([2, 5, 9, 31, 59])
+    in_place = model.loss_and_gradient_rows(w, X, y, rows)
+    gathered = model.loss_and_gradient(w, X[rows], y[rows])
+    assert in_place[0] == gathered[0]
+    np.testing.assert_array_equal(in_place[1], gathered[1])
+    z = X[rows] @ w
+    a = model._negative_slope
+    r = np.where(z > 0, z, a * z) - y[rows]
+    slope = np.where(z > 0, 1.0, np.where(z < 0, a, (1 + a) / 2))
+    assert (z == 0).sum() == 1                  # the zero row
+    np.testing.assert_allclose(in_place[1], X[rows].T @ (r * slope) / 5,
+                               rtol=1e-12, atol=1e-15)
+    assert in_place[0] == pytest.approx(0.5 * np.dot(r, r) / 5, rel=1e-13)
+    empty = model.loss_and_gradient_rows(w, X, y, rows[:0])
+    assert empty[0] == 0.0 and not empty[1].any()
+
+
+def test_one_pass_gradient_carries_a_diverged_w_into_loss_and_gradient():
+    X, y = np.ones((3, 40)), np.ones(3)
+    w = np.full(40, np.nan)
+    loss_value, g = RELU.loss_and_gradient_rows(w, X, y, np.arange(3))
+    assert math.isnan(loss_value) and np.isnan(g).all()
 
 
 @pytest.mark.parametrize("m, d, K, q, q_down", [

@@ -77,6 +77,7 @@ FB = "ray_relu/codecs/feedback.py"
 A, C, W, K = ("ray_relu/algorithm.py", "ray_relu/coordinator.py", "ray_relu/worker.py",
               "ray_relu/checkpoint.py")
 MB, SI, SH = "ray_relu/models/base.py", "ray_relu/models/single_index.py", "ray_relu/shards.py"
+ROWS = "ray_relu/models/_rows.py"
 Q, BASE, RAW, FP16, FULL, BITS = (
     "ray_relu/codecs/qsgd.py", "ray_relu/codecs/base.py", "ray_relu/codecs/_raw.py",
     "ray_relu/codecs/fp16.py", "ray_relu/codecs/fullprec.py", "ray_relu/codecs/bitcoding.py")
@@ -144,10 +145,16 @@ MUTATIONS = [
     Mutation("downlink variance ignored", MB,
              "c *= 1.0 + check_float(\"downlink_variance\", downlink_variance, minimum=0.0)",
              "check_float(\"downlink_variance\", downlink_variance, minimum=0.0)", MODEL),
-    Mutation("relu'(0) = 0", SI, "return (z > 0) + 0.5 * (z == 0)", "return (z > 0) * 1.0",
-             MODEL),
-    Mutation("loss without the 1/2", SI, "return float(0.5 * np.dot(r, r) / m), g",
-             "return float(np.dot(r, r) / m), g", MODEL),
+    Mutation("relu'(0) = 0", ROWS, "r, slope = -y[i], 0.5 + 0.5 * negative_slope",
+             "r, slope = -y[i], negative_slope", MODEL),
+    Mutation("loss without the 1/2", ROWS, "return 0.5 * loss / m, g / m",
+             "return loss / m, g / m", MODEL),
+    Mutation("dot product's lane sums added in another order", ROWS,
+             "b.fadd(b.fadd(a[0], a[1]), b.fadd(a[2], a[3]))",
+             "b.fadd(b.fadd(a[0], a[2]), b.fadd(a[1], a[3]))", MODEL),
+    Mutation("dot product's tail skips its first element", ROWS,
+             "for j in range(_LANES * (x.size // _LANES), x.size):",
+             "for j in range(_LANES * (x.size // _LANES) + 1, x.size):", MODEL),
     Mutation("shard bounds drop the remainder", SH,
              "return k * n // K, (k + 1) * n // K", "return k * (n // K), (k + 1) * (n // K)",
              MODEL),

@@ -51,6 +51,16 @@ class Model:
         for no rows return ``(0.0, zeros)``."""
         raise NotImplementedError(f"{type(self).__name__} must implement loss_and_gradient")
 
+    def loss_and_gradient_rows(self, w: np.ndarray, X: np.ndarray, y: np.ndarray,
+                               rows: np.ndarray | None) -> tuple[float, np.ndarray]:
+        """:meth:`loss_and_gradient` on the rows ``rows`` of ``(X, y)`` (all when None),
+        in that order: what a worker calls on its mini-batch. The default gathers the
+        rows (``X[rows]``); a model that can read them in place overrides it (the
+        single-index models do: a shard's rows are then read from memory once)."""
+        if rows is not None:
+            X, y = X[rows], y[rows]
+        return self.loss_and_gradient(w, X, y)
+
     def loss(self, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
         """:meth:`loss_and_gradient`'s loss, with the arguments checked (for users; the
         engine validates once up front and calls :meth:`loss_and_gradient`)."""

@@ -1,5 +1,6 @@
 """Single-index models ``f(x) = link(<w, x>)``: ReLU (the paper), Linear, LeakyReLU,
-Logistic. Pure numpy, float64.
+Logistic. float64; the piecewise-linear ones (all but Logistic) compute loss and
+gradient in one compiled pass over each row (:mod:`._rows`), Logistic in numpy.
 
 Convention for kinks: the derivative at 0 is the average of the one-sided ones
 (``relu'(0) = 1/2``). With ``relu'(0) = 0`` the ReLU's gradient would vanish
@@ -13,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .._validation import check_float
+from ._rows import piecewise_linear_loss_and_gradient
 from .base import Model, isotropic_step_size
 
 # ||w*|| of the planted logistic problem: with a unit w* the labels are nearly coin
@@ -31,36 +33,34 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 class _SquaredLoss(Model):
-    """``1/(2m) sum (link(<w, x_i>) - y_i)^2``, with the moment initialization.
+    """``1/(2m) sum (link(<w, x_i>) - y_i)^2`` for a piecewise-linear link: ``z`` above
+    0 and ``a z`` below (``a`` = :attr:`_negative_slope`), slope ``(1 + a) / 2`` at 0;
+    with the moment initialization.
 
     For Gaussian rows ``E[y x] = c w*`` with ``c = E[link'(g)]``, ``g ~ N(0, 1)``
     (Stein's lemma), so ``w_0 = (1 / (c n)) sum_i y_i x_i``; each shard contributes
-    its ``sum_i y_i x_i``. Subclasses set the link, its slope and the curvature
-    moments of the default step (:func:`isotropic_step_size`).
+    its ``sum_i y_i x_i``. Subclasses set the link, ``a`` and the curvature moments of
+    the default step (:func:`isotropic_step_size`). Loss and gradient are computed in
+    one compiled pass over each row (:mod:`._rows`), in place on a worker's shard.
     """
 
     init_methods = ("moment", "zero", "random")
     data_inits = ("moment",)
     _moment_gain = 1.0                    # c = E[link'(g)]
     _curvature: dict = {}                 # mean, second, active of s = link'(z)^2
+    _negative_slope = 1.0                 # a: the link's slope below 0
 
     def _link(self, z: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _slope(self, z: np.ndarray) -> np.ndarray | float:
         raise NotImplementedError
 
     def predict(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:
         return self._link(X @ w)
 
     def loss_and_gradient(self, w, X, y):
-        m = len(y)
-        if m == 0:
-            return 0.0, np.zeros(X.shape[1])
-        z = X @ w
-        r = self._link(z) - y
-        g = X.T @ (r * self._slope(z)) / m
-        return float(0.5 * np.dot(r, r) / m), g
+        return piecewise_linear_loss_and_gradient(w, X, y, None, self._negative_slope)
+
+    def loss_and_gradient_rows(self, w, X, y, rows):
+        return piecewise_linear_loss_and_gradient(w, X, y, rows, self._negative_slope)
 
     def shard_statistic(self, init, X, y):
         return X.T @ y
@@ -89,13 +89,11 @@ class ReLU(_SquaredLoss):
 
     model_id = "relu"
     _moment_gain = 0.5
+    _negative_slope = 0.0
     _curvature = {"mean": 0.5, "second": 0.5, "active": 0.5}
 
     def _link(self, z):
         return relu(z)
-
-    def _slope(self, z):
-        return (z > 0) + 0.5 * (z == 0)
 
 
 class Linear(_SquaredLoss):
@@ -106,9 +104,6 @@ class Linear(_SquaredLoss):
 
     def _link(self, z):
         return z
-
-    def _slope(self, z):
-        return 1.0
 
 
 class LeakyReLU(_SquaredLoss):
@@ -131,6 +126,10 @@ class LeakyReLU(_SquaredLoss):
         return (1.0 + self.alpha) / 2.0
 
     @property
+    def _negative_slope(self) -> float:
+        return self.alpha
+
+    @property
     def _curvature(self) -> dict:
         a2 = self.alpha ** 2
         return {"mean": (1.0 + a2) / 2.0, "second": (1.0 + a2 * a2) / 2.0,
@@ -139,8 +138,6 @@ class LeakyReLU(_SquaredLoss):
     def _link(self, z):
         return np.where(z > 0, z, self.alpha * z)
 
-    def _slope(self, z):
-        return (z > 0) + self.alpha * (z < 0) + (0.5 + 0.5 * self.alpha) * (z == 0)
 
 
 class Logistic(Model):
