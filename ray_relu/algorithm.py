@@ -39,17 +39,20 @@ def evaluate(model: "Model", w: np.ndarray, X: np.ndarray, y: np.ndarray,
 
 
 def compress_gradient(codec: Codec, g: np.ndarray, residual: np.ndarray | None,
-                      seed: int, t: int, k: int) -> tuple[bytes, np.ndarray | None]:
-    """Encode worker ``k``'s gradient of iteration ``t`` with its own random stream.
+                      seed: int, t: int, k: int
+                      ) -> tuple[bytes, np.ndarray, np.ndarray | None]:
+    """Encode worker ``k``'s gradient of iteration ``t`` with its own random stream:
+    the message, what it decodes to (bit for bit; the sender needs not decode it) and
+    the memory.
 
     With error feedback, ``residual`` is the worker's memory at iteration ``t`` (None:
-    zero) and the second value its memory for ``t + 1``; without, both are None.
+    zero) and the third value its memory for ``t + 1``; without, both are None.
     """
     return _compress(codec, g, residual, rng_for(seed, QUANTIZE, t, k))
 
 
 def compress_downlink(codec: Codec, delta: np.ndarray, residual: np.ndarray | None,
-                      seed: int, t: int) -> tuple[bytes, np.ndarray | None]:
+                      seed: int, t: int) -> tuple[bytes, np.ndarray, np.ndarray | None]:
     """Encode the master's update of iteration ``t`` (a stream distinct from the
     workers'), with the master's memory under error feedback as in
     :func:`compress_gradient`."""
@@ -67,10 +70,10 @@ def encode_downlink(codec: Codec, delta: np.ndarray, seed: int, t: int) -> bytes
 
 
 def _compress(codec: Codec, vec: np.ndarray, residual: np.ndarray | None,
-              rng: np.random.Generator) -> tuple[bytes, np.ndarray | None]:
+              rng: np.random.Generator) -> tuple[bytes, np.ndarray, np.ndarray | None]:
     if isinstance(codec, ErrorFeedback):
-        return codec.compress(vec, residual, rng=rng)
-    return codec.encode(vec, rng=rng), None
+        return codec.compress_with_value(vec, residual, rng=rng)
+    return (*codec.encode_with_value(vec, rng=rng), None)
 
 
 def average(grads: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:

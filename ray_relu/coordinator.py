@@ -276,10 +276,10 @@ class MasterCoordinator(_Coordinator):
         g = algorithm.average([self.codec.decode(m) for m in messages], self.plan.weights)
         w_t = self.w
         if self.downlink is not None:
-            delta, self.downlink_residual = algorithm.compress_downlink(
+            delta, value, self.downlink_residual = algorithm.compress_downlink(
                 self.downlink, -self.step_size * g, self.downlink_residual,
                 self.plan.seed, t)
-            self.w = w_t + self.downlink.decode(delta)
+            self.w = w_t + value
             self._ship("delta", [[_shipped(delta)]] * self.K, self.K * len(delta))
         else:
             self._ship_exact(algorithm.sgd_step(w_t, g, self.step_size), messages)

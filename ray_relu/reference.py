@@ -56,9 +56,9 @@ def sgd(problem: Any, config: RunConfig | None = None, /, **options: Any) -> Ref
             idx = algorithm.batch_indices(plan.seed, t, k, len(y), plan.batch_rows[k])
             loss, g = algorithm.evaluate(s.model, w, X, y, idx)
             losses.append(loss)
-            message, residuals[k] = algorithm.compress_gradient(s.codec, g, residuals[k],
-                                                                plan.seed, t, k)
-            grads.append(s.codec.decode(message))
+            _, value, residuals[k] = algorithm.compress_gradient(s.codec, g, residuals[k],
+                                                                 plan.seed, t, k)
+            grads.append(value)
         change = algorithm.relative_change(w, previous) if previous is not None else float("nan")
         rows.append({"iteration": t, "loss": float(sum(c * v for c, v in zip(plan.weights, losses))),
                      "rel_error": rel_error(w), "rel_change": change})
@@ -70,7 +70,7 @@ def sgd(problem: Any, config: RunConfig | None = None, /, **options: Any) -> Ref
         if s.downlink is None:
             w = algorithm.sgd_step(w, g, s.step_size)
         else:
-            delta, downlink_residual = algorithm.compress_downlink(
+            _, delta, downlink_residual = algorithm.compress_downlink(
                 s.downlink, -s.step_size * g, downlink_residual, plan.seed, t)
-            w = w + s.downlink.decode(delta)
+            w = w + delta
     return ReferenceRun(np.array(iterates), pa.Table.from_pylist(rows))

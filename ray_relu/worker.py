@@ -96,7 +96,7 @@ class ShardWorker:
         self.exact = FullPrecision("float64")
         self.w: np.ndarray | None = None
         self.t = -1
-        self.own: bytes | None = None           # this worker's message of round t
+        self.own: np.ndarray | None = None      # what its message of round t decodes to
         self.kept: dict[int, np.ndarray] = {}   # round -> replica, the last few
         # Error feedback: round -> the memory that round's gradient is encoded with.
         self.feedback = isinstance(self.codec, ErrorFeedback)
@@ -170,9 +170,8 @@ class ShardWorker:
             if kind == "delta":
                 w = self.w + self.downlink.decode(payload[0])
             else:
-                messages = list(payload)
-                messages.insert(self.k, self.own)
-                grads = [self.codec.decode(m) for m in messages]
+                grads = [self.codec.decode(m) for m in payload]
+                grads.insert(self.k, self.own)
                 w = algorithm.sgd_step(self.w, algorithm.average(grads, self.plan.weights),
                                        step_size)
         self._keep(t, w)
@@ -183,7 +182,6 @@ class ShardWorker:
                        if not (kind == "statistic" and j == self.k)
                        and not (kind == "set" and j == 1))
         message, stats = self._evaluate(t, decode_s, received)
-        self.own = message
         return message, stats.pack()
 
     def _keep(self, t: int, w: np.ndarray) -> None:
@@ -199,7 +197,7 @@ class ShardWorker:
                                       self.plan.batch_rows[self.k])
         loss, g = algorithm.evaluate(self.model, self.w, self.X, self.y, idx)
         t1 = time.perf_counter()
-        message, self.residuals[t + 1] = algorithm.compress_gradient(
+        message, self.own, self.residuals[t + 1] = algorithm.compress_gradient(
             self.codec, g, self.residuals.get(t), self.plan.seed, t, self.k)
         t2 = time.perf_counter()
         previous = self.kept.get(t - 1)

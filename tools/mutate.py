@@ -90,11 +90,12 @@ PCG = "ray_relu/codecs/_pcg64.py"
 MUTATIONS = [
     # ---- the five bugs of issue 15
     Mutation("issue 1: downlink without its (seed, DOWNLINK, t) stream", C,
-             "delta, self.downlink_residual = algorithm.compress_downlink(\n"
+             "delta, value, self.downlink_residual = algorithm.compress_downlink(\n"
              "                self.downlink, -self.step_size * g, self.downlink_residual,\n"
              "                self.plan.seed, t)",
-             "delta, self.downlink_residual = (\n"
-             "                self.downlink.encode(-self.step_size * g), None)", ENGINE_DOWNLINK),
+             "delta, value, self.downlink_residual = (\n"
+             "                *self.downlink.encode_with_value(-self.step_size * g), None)",
+             ENGINE_DOWNLINK),
     Mutation("issue 2: default step 1/c instead of 1/(2c)", MB,
              "mean / c))", "2.0 * mean / c))", MODEL),
     Mutation("issue 3: moment start (1/n) instead of (2/n)", SI,
@@ -198,7 +199,7 @@ MUTATIONS = [
              'if not (kind == "statistic" and j == self.k)\n', 'if not False\n',
              ENGINE_BYTES),
     Mutation("a worker puts its own message first", W,
-             "messages.insert(self.k, self.own)", "messages.insert(0, self.own)",
+             "grads.insert(self.k, self.own)", "grads.insert(0, self.own)",
              ENGINE_EXACT),
     Mutation("a worker keeps only its newest replica", W,
              "for old in [r for r in by_round if r <= t - KEPT_REPLICAS or r > t]",
@@ -319,6 +320,10 @@ MUTATIONS = [
              "_flush(words, a3, h3, w3)\n    return _to_bytes(words, (nbits + 7) // 8)",
              "_flush(words, a3, h3, w3)\n    return _to_bytes(words, nbits // 8)",
              CODECS + KERNELS),
+    Mutation("sender's copy of its message takes the wrong bucket's step", KERN,
+             "_value(lev[j], steps[idx[j] // bsize], factor)",
+             "_value(lev[j], steps[j // bsize], factor)",
+             ("tests/test_codecs.py", "-k", "encode_with_value")),
     # ---- error feedback: the memory is state
     Mutation("error feedback forgets the memory", FB,
              "corrected = g if residual is None else g + residual", "corrected = g",

@@ -301,6 +301,14 @@ def _value(level, step, factor):
     return val
 
 
+@njit(types.void(_i64a, _i64a, _i64, _f64a, _f64, _f64a), **_jit)
+def place_values(idx, lev, bsize, steps, factor, out):
+    """``out[idx[j]] = `` the decoded value of level ``lev[j]``, as the readers write it
+    (the encoder's copy of what its message decodes to)."""
+    for j in range(idx.size):
+        out[idx[j]] = _value(lev[j], steps[idx[j] // bsize], factor)
+
+
 @njit(_err(_ro_u8, _i64, _i64, types.boolean, _i64, _f64a, _f64, _f64a), **_jit)
 def elias_read(body, d, s, gamma_gaps, bsize, steps, factor, out):
     """Decode a sparse stream into the zeroed ``out``; (error code or 0, detail)."""

@@ -217,6 +217,14 @@ class Codec(abc.ABC):
         you expect) to reject such messages with a CodecError before allocating.
         """
 
+    def encode_with_value(self, vec: np.ndarray, *, rng: np.random.Generator | None = None
+                          ) -> tuple[bytes, np.ndarray]:
+        """:meth:`encode`, and the vector :meth:`decode` returns for that message (bit
+        for bit): a sender that uses its own message spares decoding it. The default
+        decodes; a codec that knows the decoded values while encoding overrides it."""
+        message = self.encode(vec, rng=rng)
+        return message, self.decode(message)
+
     def variance_bound(self, d: int) -> float | None:
         """``q`` such that ``E||decode(encode(v)) - v||^2 <= q ||v||^2`` for ``v`` in
         R^d, or None when unknown (the default; the run settings then assume

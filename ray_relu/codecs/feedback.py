@@ -46,9 +46,16 @@ class ErrorFeedback(Codec):
                  ) -> tuple[bytes, np.ndarray]:
         """Encode ``g + residual`` (residual None: zero); return the message and the
         next residual."""
+        message, _, residual = self.compress_with_value(g, residual, rng=rng)
+        return message, residual
+
+    def compress_with_value(self, g: np.ndarray, residual: np.ndarray | None, *,
+                            rng: np.random.Generator | None = None
+                            ) -> tuple[bytes, np.ndarray, np.ndarray]:
+        """:meth:`compress`, with what the message decodes to between the two."""
         corrected = g if residual is None else g + residual
-        message = self.codec.encode(corrected, rng=rng)
-        return message, corrected - self.codec.decode(message)
+        message, value = self.codec.encode_with_value(corrected, rng=rng)
+        return message, value, corrected - value
 
     def encode(self, vec: np.ndarray, *, rng: np.random.Generator | None = None) -> bytes:
         """The inner codec's message for ``vec`` with a zero residual (stateless; the

@@ -311,7 +311,22 @@ class QSGD(Codec):
     # -- encoding -------------------------------------------------------------------
     def encode(self, vec: np.ndarray, *, rng: np.random.Generator | None = None) -> bytes:
         """Quantize and bit-code ``vec`` (1-D, finite); see the module docstring."""
+        return self._encode(check_vector(vec), rng)[0]
+
+    def encode_with_value(self, vec: np.ndarray, *, rng: np.random.Generator | None = None
+                          ) -> tuple[bytes, np.ndarray]:
+        """:meth:`encode`, and the quantized vector its message decodes to, placed from
+        the levels with the decoders' own arithmetic instead of read back from the bits."""
         v = check_vector(vec)
+        message, f32, exponent, idx, lev = self._encode(v, rng)
+        steps, factor = self._steps(_full_scales(f32, exponent))
+        value = np.zeros(v.size)
+        _k.place_values(idx, lev, self._bucket(v.size), steps, factor, value)
+        return message, value
+
+    def _encode(self, v: np.ndarray, rng: np.random.Generator | None
+                ) -> tuple[bytes, np.ndarray, int, np.ndarray, np.ndarray]:
+        """The message, and the float32 scales, exponent, positions and levels in it."""
         d = v.size
         coding = self.coding
         f32, exponent, idx, lev = self._levels(v, self._rng if rng is None else rng)
@@ -338,7 +353,8 @@ class QSGD(Codec):
             body = _dense.dense_write(idx, lev, k, d, self.dense_width)
         params = _PARAMS.pack(self.levels, self.bucket_size or 0, NORMS[self.norm],
                               CODINGS[coding], exponent)
-        return self.pack_message(d, params, f32.astype("<f4").tobytes(), body)
+        return (self.pack_message(d, params, f32.astype("<f4").tobytes(), body),
+                f32, exponent, idx, lev)
 
     # -- decoding -------------------------------------------------------------------
     def decode(self, buf: bytes | bytearray | memoryview, *,
