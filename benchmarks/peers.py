@@ -31,6 +31,7 @@ settings, a few minutes. Cluster id: ``RAY_RELU_EMU_ID`` (default 7).
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 from pathlib import Path
@@ -161,6 +162,30 @@ def goals(rows_by_rate: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
+def parse_rates(text: str) -> list[str]:
+    """The link rates to run, in the order given; each one of :data:`RATES`, once."""
+    rates = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in rates if r not in RATES]
+    if not rates or unknown or len(set(rates)) != len(rates):
+        raise ValueError(f"--rates {text!r}: expected distinct rates from "
+                         f"{', '.join(RATES)}, comma-separated")
+    return rates
+
+
+def load_iterations(path: Path, d: int, labels: list[str]) -> dict[str, dict]:
+    """The iteration counts of an earlier run's JSON, checked against this run's d and
+    settings, so that a rerun of some rates need not count again (about 12 minutes at
+    d = 1e4)."""
+    payload = json.loads(Path(path).read_text())
+    if payload.get("d") != d:
+        raise ValueError(f"{path}: counted at d = {payload.get('d')}, this run has d = {d}")
+    counts = payload.get("iterations", {})
+    missing = [label for label in labels if label not in counts]
+    if missing:
+        raise ValueError(f"{path}: no iteration count for {', '.join(missing)}")
+    return {label: counts[label] for label in labels}
+
+
 def count_all(d: int, settings: list[dict], hooks: list[str]) -> dict[str, dict]:
     """Iterations to the target of every setting, ours and DDP's."""
     from benchmarks._ddp_count import count_iterations
@@ -188,7 +213,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="directory for the JSON")
     parser.add_argument("--d", type=int, default=None, help="override d")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per setting")
+    parser.add_argument("--rates", default=",".join(RATES),
+                        help=f"comma-separated subset of {', '.join(RATES)}")
+    parser.add_argument("--iterations-from", type=Path, default=None, metavar="JSON",
+                        help="reuse the iteration counts of an earlier run's JSON (same d, "
+                             "same machine: DDP's float32 counts depend on the CPU)")
     args = parser.parse_args(argv)
+    try:
+        rates = parse_rates(args.rates)
+    except ValueError as error:
+        parser.error(str(error))
     if torch_missing():
         print(INSTALL_HINT)
         return {}
@@ -203,16 +237,18 @@ def main(argv: list[str] | None = None) -> dict:
     rounds = args.rounds or (40 if args.quick else 100)
     settings = ours_settings(d, args.quick)
     hooks = list(HOOKS)
-    iterations = count_all(d, settings, hooks)
+    labels = [s["label"] for s in settings] + [f"DDP {hook}" for hook in hooks]
+    iterations = (load_iterations(args.iterations_from, d, labels) if args.iterations_from
+                  else count_all(d, settings, hooks))
     load_before = load_average()
     cluster_id = int(os.environ.get("RAY_RELU_EMU_ID", BENCH_CLUSTER_ID))
     by_rate: dict[str, list[dict]] = {}
     printed: list[dict] = []
-    with EmulatedCluster(nodes=WORKERS + 1, rate=RATES[0], delay=DELAY, cpus_per_node=1,
+    with EmulatedCluster(nodes=WORKERS + 1, rate=rates[0], delay=DELAY, cpus_per_node=1,
                          head_cpus=0, cluster_id=cluster_id) as cluster:
         shaping = ""
         with LinkSampler(cluster) as sampler:
-            for rate in RATES:
+            for rate in rates:
                 shaping = cluster.shape(rate, DELAY)["shaping"]
                 rows = with_targets(measure_rate(cluster, sampler, d, settings, hooks,
                                                  rounds), iterations)

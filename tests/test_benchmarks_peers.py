@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,30 @@ def test_our_candidates_cover_both_modes_and_downlinks():
     assert len(labels) == 15 == len(set(labels))
     assert {"ours qsgd s=400 master down=fp32", "ours qsgd s=141 master down=exact"} <= set(labels)
     assert {"ours qsgd s=141 all-to-all p2p", "ours qsgd s=141 all-to-all relay"} <= set(labels)
+
+
+def test_rates_are_a_checked_subset_in_the_given_order(capsys):
+    assert peers.parse_rates("1gbit, 100mbit") == ["1gbit", "100mbit"]
+    for bad in ("", "100mbit,100mbit", "5mbit"):
+        with pytest.raises(ValueError, match="expected distinct rates from 10mbit"):
+            peers.parse_rates(bad)
+    with pytest.raises(SystemExit):
+        peers.main(["--rates", "5mbit"])
+    assert "--rates '5mbit'" in capsys.readouterr().err
+
+
+def test_iteration_counts_are_reused_only_for_the_same_d_and_settings(tmp_path):
+    labels = ["ours a", "DDP fp32"]
+    path = tmp_path / "peers.json"
+    counts = {"ours a": {"iterations": 7, "converged": True},
+              "DDP fp32": {"iterations": 9, "converged": True},
+              "ours other": {"iterations": 1, "converged": True}}
+    path.write_text(json.dumps({"d": 100, "iterations": counts}))
+    assert peers.load_iterations(path, 100, labels) == {k: counts[k] for k in labels}
+    with pytest.raises(ValueError, match="counted at d = 100, this run has d = 200"):
+        peers.load_iterations(path, 200, labels)
+    with pytest.raises(ValueError, match="no iteration count for ours b"):
+        peers.load_iterations(path, 100, ["ours a", "ours b"])
 
 
 def test_loopback_without_torch_prints_the_install_hint(monkeypatch, capsys):
