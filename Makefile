@@ -31,14 +31,14 @@ demo: install
 	$(VENV)/bin/ray-relu demo
 
 test: install
-	$(PIN_BLAS) $(PY) -m pytest -m "not cluster" tests
+	$(PIN_BLAS) $(PY) -m pytest -m "not cluster" --durations=15 tests
 
 test-cluster: install
 	bash cluster/install-deps.sh
 	$(PY) -m pytest -m cluster -v -s tests
 
 # Plant one-line bugs in the core modules one at a time; print those no test catches.
-# Not part of `make test`: it reruns test selections dozens of times (about 20 minutes on 2 cores).
+# Not part of `make test`: it reruns test selections dozens of times (20-35 minutes on 2 cores).
 mutate: install
 	$(PIN_BLAS) $(PY) tools/mutate.py
 
