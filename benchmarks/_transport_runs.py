@@ -1,0 +1,153 @@
+"""Bare all-to-all transports, run by a driver on the emulated cluster's head.
+
+``python -m benchmarks._transport_runs --bytes 6000 --rounds 300`` joins the running
+Ray, places one actor on each of the three one-CPU worker hosts and times an all-to-all
+exchange of fixed ``--bytes`` messages three ways, with no compute and no codec (what
+is left is the transport alone), rounds submitted ``DEPTH`` ahead as ``fit`` does:
+
+- ``relay``: each call returns its message to the driver, which hands the refs to the
+  next round's calls (Ray inlines values under 100 KiB into the reply and into the
+  calls: the engine's default all-to-all route);
+- ``pull``: each worker ``ray.put``s its message (the worker owns it) and returns the
+  ref; the peers ``ray.get`` it from the sender's object store (``route="p2p"``);
+- ``push``: each worker sends its message to its peers itself, as the argument of an
+  actor call on each peer (worker to worker, over Ray's direct actor-call channel; the
+  driver sees only the small per-round reply).
+
+One JSON line per transport: median and mean round time and the wall-clock window of
+the timed rounds (for the link counters, :mod:`benchmarks._links`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+
+import ray
+
+MARK = "TRANSPORT_RESULT "
+DEPTH = 4           # rounds in flight, as the engine's PIPELINE_DEPTH
+WARMUP = 20
+
+
+@ray.remote(num_cpus=1)
+class Relay:
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+
+    def advance(self, t: int, *received: bytes) -> bytes:
+        assert all(len(m) == len(self.message) for m in received)
+        return self.message
+
+
+@ray.remote(num_cpus=1)
+class Pull:
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+
+    def advance(self, t: int, *boxed: list) -> list:
+        # Each argument is a one-element list holding a peer's ref, so Ray does not
+        # resolve it through the driver; fetch them all from their owners at once.
+        received = ray.get([box[0] for box in boxed])
+        assert all(len(m) == len(self.message) for m in received)
+        return [ray.put(self.message)]
+
+
+@ray.remote(num_cpus=1, concurrency_groups={"inbox": 1})
+class Push:
+    def __init__(self, message: bytes, k: int) -> None:
+        self.message, self.k = message, k
+        self.peers: list = []
+        self.inbox: dict[int, list[bytes]] = {}
+        self.arrived = threading.Condition()
+
+    def connect(self, handles: list) -> None:
+        self.peers = [h for j, h in enumerate(handles) if j != self.k]
+
+    @ray.method(concurrency_group="inbox")
+    def deliver(self, t: int, message: bytes) -> None:
+        with self.arrived:
+            self.inbox.setdefault(t, []).append(message)
+            self.arrived.notify_all()
+
+    def advance(self, t: int) -> int:
+        if t > 0:
+            with self.arrived:
+                self.arrived.wait_for(lambda: len(self.inbox.get(t - 1, ())) == len(self.peers))
+                received = self.inbox.pop(t - 1)
+            assert all(len(m) == len(self.message) for m in received)
+        for peer in self.peers:
+            peer.deliver.remote(t, self.message)
+        return t
+
+
+def _time_rounds(submit, rounds: int) -> dict:
+    """Submit rounds ``DEPTH`` ahead with ``submit(t, previous_refs)``; wait for each."""
+    pending: dict[int, list] = {}
+    ends: list[float] = []
+    previous = None
+    for t in range(rounds + WARMUP + DEPTH):
+        if t < rounds + WARMUP:
+            previous = pending[t] = submit(t, previous)
+        if t - DEPTH + 1 >= 0 and t - DEPTH + 1 < rounds + WARMUP:
+            done = t - DEPTH + 1
+            ray.get(pending.pop(done))
+            ends.append(time.time())
+    times = [b - a for a, b in zip(ends[WARMUP - 1:], ends[WARMUP:])]
+    return {"round_ms": 1e3 * statistics.median(times),
+            "round_mean_ms": 1e3 * statistics.fmean(times),
+            "window": [ends[WARMUP - 1], ends[-1]], "window_rounds": len(times)}
+
+
+def run(transport: str, message: bytes, workers: int, rounds: int) -> dict:
+    """Time ``rounds`` all-to-all rounds of ``transport`` among ``workers`` actors."""
+    if transport == "relay":
+        actors = [Relay.remote(message) for _ in range(workers)]
+
+        def submit(t, previous):
+            return [a.advance.remote(t, *([] if previous is None else
+                                          [r for j, r in enumerate(previous) if j != k]))
+                    for k, a in enumerate(actors)]
+    elif transport == "pull":
+        actors = [Pull.remote(message) for _ in range(workers)]
+
+        def submit(t, previous):
+            return [a.advance.remote(t, *([] if previous is None else
+                                          [r for j, r in enumerate(previous) if j != k]))
+                    for k, a in enumerate(actors)]
+    else:
+        actors = [Push.remote(message, k) for k in range(workers)]
+        ray.get([a.connect.remote(actors) for a in actors])
+
+        def submit(t, previous):
+            return [a.advance.remote(t) for a in actors]
+    nodes = ray.get([a.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())
+                     for a in actors])
+    out = {"transport": transport, "bytes": len(message), "workers": workers,
+           "nodes": len(set(nodes)), **_time_rounds(submit, rounds)}
+    for a in actors:
+        ray.kill(a)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bytes", type=int, default=6000)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--transports", default="relay,pull,push")
+    parser.add_argument("--address", default="auto")
+    args = parser.parse_args(argv)
+    ray.init(address=args.address)
+    message = bytes(range(256)) * (args.bytes // 256) + bytes(args.bytes % 256)
+    for transport in args.transports.split(","):
+        print(MARK + json.dumps(run(transport, message, args.workers, args.rounds)),
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
