@@ -1,8 +1,9 @@
-"""All-to-all routes on the emulated cluster: ``route="relay"`` against ``route="p2p"``.
+"""All-to-all routes on the emulated cluster: ``route="relay"``, ``"p2p"`` and ``"push"``.
 
 Which way should small gradient messages (a few kB) travel between K = 3 worker hosts:
 relayed inline through the driver on the head (Ray's default for objects under
-100 KiB), or kept in the senders' object stores and pulled by the peers? The same fit
+100 KiB), kept in the senders' object stores and pulled by the peers, or pushed by the
+senders to the peers in actor calls of their own? The same fit
 (d = 1e4, QSGD, 64 rows per worker per round, all-to-all) runs both ways, side by side
 on one cluster (CPU-less head, three one-CPU worker hosts, tbf shaping), at each link
 rate; reported: round time and bytes per round on the head's link and the workers'
@@ -22,12 +23,12 @@ RATES = ("10mbit", "100mbit")
 
 
 def settings(d: int, quick: bool) -> list[dict]:
-    """QSGD at 4 sqrt(d) (and 2 sqrt(d) in the full profile), both routes."""
+    """QSGD at 4 sqrt(d) (and 2 sqrt(d) in the full profile), every route."""
     root = int(round(d ** 0.5))
     levels = [4 * root] if quick else [2 * root, 4 * root]
     return [{"codec": "qsgd", "options": {"levels": s}, "mode": "all-to-all",
              "downlink": None, "route": route, "label": f"qsgd s={s} {route}"}
-            for s in levels for route in ("relay", "p2p")]
+            for s in levels for route in ("relay", "p2p", "push")]
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -21,7 +21,9 @@ the history). All bytes are counted from the real encoded messages, where they a
   for the previous round's messages, not for the driver, which only reads the small
   stats as they arrive. With peer-to-peer routing the messages stay in the senders'
   object stores and the peers pull them from there (see :mod:`ray_relu.worker`);
-  with relay routing (one node) Ray inlines small messages through the driver.
+  with relay routing (one node) Ray inlines small messages through the driver; with
+  push routing each worker sends its message to its peers in an actor call of its own
+  (:mod:`ray_relu.push_worker`), and the driver's calls carry no message at all.
   Bytes: peer = what each worker received from the K - 1 others; up = the replica
   snapshots sent to the driver for recovery (every ``SNAPSHOT_EVERY`` rounds).
 
@@ -457,9 +459,13 @@ class AllToAllCoordinator(_Coordinator):
     """Workers exchange encoded gradients directly; the driver only moves refs."""
 
     def __init__(self, workers, plan, step_size, w_star, last_round: int,
-                 round_timeout=None) -> None:
+                 round_timeout=None, push: bool = False) -> None:
         super().__init__(workers, plan, step_size, w_star, round_timeout)
         self.last_round = last_round
+        # route="push": the workers send their messages to their peers themselves
+        # (ray_relu.push_worker); every replay starts a new generation of calls.
+        self.push = push
+        self.generation = 0
         self._rounds: dict[int, tuple[list, list]] = {}   # t -> (message, stats refs)
         self._submitted = -1
         # (round c, kind, payload, memories): payload brings every replica to w_c;
@@ -514,18 +520,29 @@ class AllToAllCoordinator(_Coordinator):
                             first.rel_change, up, down, peer)
 
     def _submit(self, t: int) -> None:
-        """Submit round ``t``: worker ``k`` gets the others' message refs of ``t - 1``."""
-        previous = self._rounds[t - 1][0]
-        calls = [self.workers[k].advance.remote((t, "peers", self.step_size),
-                                                *_others(previous, k))
-                 for k in range(self.K)]
+        """Submit round ``t``: worker ``k`` gets the others' message refs of ``t - 1``
+        (with push, the workers have them delivered)."""
+        if self.push:
+            calls = [wk.advance.remote((t, "inbox", self.step_size, self.generation))
+                     for wk in self.workers]
+        else:
+            previous = self._rounds[t - 1][0]
+            calls = [self.workers[k].advance.remote((t, "peers", self.step_size),
+                                                    *_others(previous, k))
+                     for k in range(self.K)]
         self._rounds[t] = ([m for m, _ in calls], [s for _, s in calls])
         self._submitted = t
 
     def _replay(self, through: int) -> None:
         """Submit round ``c`` from the snapshot, then rounds ``c + 1 .. through``."""
         c, kind, payload, memories = self._snapshot
-        calls = [wk.advance.remote((c, kind, 0.0), *payload,
+        round_c: tuple = (c, kind, 0.0)
+        if self.push:
+            self.generation += 1
+            for wk in self.workers:
+                wk.connect.remote(self.workers, self.generation)
+            round_c += (self.generation,)
+        calls = [wk.advance.remote(round_c, *payload,
                                    *([] if memories is None else [memories[k]]))
                  for k, wk in enumerate(self.workers)]
         self._rounds = {c: ([m for m, _ in calls], [s for _, s in calls])}

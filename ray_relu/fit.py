@@ -17,7 +17,6 @@ from .monitoring import FitMetrics, progress_reporter
 from .result import FitResult, history_table
 from .settings import RunConfig, RunSettings, accepts_run_options, resolve, run_config
 
-ROUTES = ("relay", "p2p")
 DEFAULT_ROUND_TIMEOUT_S = 600.0
 _FIT_NUMBERS = itertools.count(1)
 
@@ -67,15 +66,18 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
         where possible).
     cpus_per_worker : CPUs each actor reserves; None: ``min(1, cluster CPUs / K)``.
         Set it to 1 on an autoscaling cluster so K > nodes asks for more nodes.
-    route : how all-to-all gradient messages under 100 KiB travel. ``"relay"``
-        (default): Ray inlines them into the calls through the driver. ``"p2p"``: they
-        stay in the sending worker's object store and peers pull them from there, so
+    route : how all-to-all gradient messages travel. ``"relay"`` (default): Ray inlines
+        those under 100 KiB into the calls through the driver. ``"p2p"``: they stay in
+        the sending worker's object store and the peers pull them from there.
+        ``"push"``: each worker sends its message to every peer itself, as the argument
+        of an actor call on the peer (:mod:`ray_relu.push_worker`). With p2p and push
         no gradient byte crosses the driver's link. Measured on an emulated 3-host
-        cluster with messages of 6-10 kB (``benchmarks/routes.py``), Ray's per-object
-        transfer cost makes p2p no faster than the relay (slower at 10 mbit), so p2p
-        pays only where the driver's link is the bottleneck (many workers). Messages
-        over 100 KiB go worker to worker either way. Master mode always relays: the
-        driver is the aggregator.
+        cluster (``benchmarks/transports.py``, ``benchmarks/routes.py``): push is the
+        fastest where the driver's link is the bottleneck (slow links, large messages,
+        many workers) and costs each worker K - 1 calls a round elsewhere; p2p pays
+        Ray's object pull (over 20 ms a round) at every rate. Messages over 100 KiB
+        go worker to worker in every route. Master mode always relays: the driver is
+        the aggregator. Every route gives the same history, bit for bit.
     address : Ray address used when Ray is not initialized yet (None: ``RAY_ADDRESS``
         or else start a local Ray; ``"auto"``: join the running cluster;
         ``"ray://HEAD:10001"``: Ray Client). A Ray Client cluster with token auth needs
@@ -103,9 +105,9 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
     """
     settings = resolve(problem, run_config(config, **options))
     placement = check_choice("placement", placement, runtime.PLACEMENTS)
-    route = check_choice("route", route, ROUTES)
-    if route == "p2p" and settings.mode != "all-to-all":
-        raise ValueError("route='p2p' applies to mode='all-to-all' only (in master mode "
+    route = check_choice("route", route, runtime.ROUTES)
+    if route != "relay" and settings.mode != "all-to-all":
+        raise ValueError(f"route={route!r} applies to mode='all-to-all' only (in master mode "
                          f"the driver aggregates every gradient); got mode={settings.mode!r}")
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
     if round_timeout is not None:
@@ -127,18 +129,22 @@ def fit(problem: Any, config: RunConfig | None = None, /, *, progress: bool = Tr
         runtime.check_memory(settings.source, settings.plan, K)
     actors = runtime.spawn_workers(
         settings.source, K, settings.plan, num_cpus=runtime.worker_cpus(K, cpus_per_worker),
-        placement=placement, peer_to_peer=settings.mode == "all-to-all" and route == "p2p")
+        placement=placement, route=route)
     try:
-        return _run(settings, actors, state, watch)
+        return _run(settings, actors, state, watch, route)
     finally:
         runtime.stop_workers(actors)
 
 
 def _run(settings: RunSettings, actors: list, state: ckpt_io.Checkpoint | None,
-         watch: "_Watch") -> FitResult:
-    coordinator = MasterCoordinator if settings.mode == "master" else AllToAllCoordinator
-    coord = coordinator(actors, settings.plan, settings.step_size, settings.w_star,
-                        round_timeout=watch.round_timeout, last_round=settings.iterations)
+         watch: "_Watch", route: str = "relay") -> FitResult:
+    common = dict(round_timeout=watch.round_timeout, last_round=settings.iterations)
+    if settings.mode == "master":
+        coord = MasterCoordinator(actors, settings.plan, settings.step_size,
+                                  settings.w_star, **common)
+    else:
+        coord = AllToAllCoordinator(actors, settings.plan, settings.step_size,
+                                    settings.w_star, push=route == "push", **common)
     if state is None:
         rows = [coord.start(0, settings.start_point())]
         t = 0

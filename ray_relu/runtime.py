@@ -14,9 +14,11 @@ import ray
 
 from .data import DataSource, worker_sources
 from .settings import WorkerPlan
+from .push_worker import INBOX, PushingShardWorker
 from .worker import KEPT_REPLICAS, ShardWorker
 
 PLACEMENTS = ("pack", "spread")
+ROUTES = ("relay", "p2p", "push")
 
 # In peer-to-peer routing a worker's returns above this size go to its node's object
 # store instead of into the reply to the driver (Ray's default limit is 100 KiB), so
@@ -94,24 +96,30 @@ def check_memory(source: DataSource, plan: WorkerPlan, K: int) -> None:
 
 
 def spawn_workers(source: DataSource, K: int, plan: WorkerPlan, *, num_cpus: float,
-                  placement: str = "pack", peer_to_peer: bool = False) -> list:
-    """Start ``K`` restartable ``ShardWorker`` actors; each builds its own shard.
+                  placement: str = "pack", route: str = "relay") -> list:
+    """Start ``K`` restartable shard actors; each builds its own shard.
 
     Actors restart after a crash (``max_restarts=-1``); tasks are not retried by Ray,
     because a restarted worker first needs its replica back, which the coordinator
     sends when it replays the rounds. ``placement="spread"`` asks for one worker per
-    node where possible. ``peer_to_peer`` keeps the workers' gradient messages in
-    their own nodes' object stores (see ``P2P_INLINE_BYTES``).
+    node where possible. ``route`` (all-to-all; see :data:`ROUTES`): ``"relay"``
+    starts ``ShardWorker`` actors as they are; ``"p2p"`` keeps their gradient messages
+    in their own nodes' object stores (see ``P2P_INLINE_BYTES``); ``"push"`` starts
+    :class:`~ray_relu.push_worker.PushingShardWorker` actors, which send their
+    messages to their peers themselves.
     """
     options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": -1,
                                "max_task_retries": 0}
     if placement == "spread":
         options["scheduling_strategy"] = "SPREAD"
-    if peer_to_peer:
+    if route == "p2p":
         # Ray reads its config from RAY_* variables when a worker process starts.
         options["runtime_env"] = {"env_vars": {
             "RAY_max_direct_call_object_size": str(P2P_INLINE_BYTES)}}
-    remote_cls = ray.remote(ShardWorker).options(**options)
+    actor_class = ray.remote(ShardWorker)
+    if route == "push":     # Ray takes concurrency groups at decoration only
+        actor_class = ray.remote(concurrency_groups={INBOX: 1})(PushingShardWorker)
+    remote_cls = actor_class.options(**options)
     # What an actor receives is small (parameters, a path, or refs to its own rows):
     # each actor, and each restart of it, rebuilds its shard from it.
     shipped = worker_sources(source, K)

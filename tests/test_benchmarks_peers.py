@@ -49,9 +49,10 @@ def test_per_round_bytes_splits_head_and_workers():
 
 def test_our_candidates_cover_both_modes_and_downlinks():
     labels = [s["label"] for s in peers.ours_settings(10000, quick=False)]
-    assert len(labels) == 15 == len(set(labels))
+    assert len(labels) == 18 == len(set(labels))
     assert {"ours qsgd s=400 master down=fp32", "ours qsgd s=141 master down=exact"} <= set(labels)
-    assert {"ours qsgd s=141 all-to-all p2p", "ours qsgd s=141 all-to-all relay"} <= set(labels)
+    assert {f"ours qsgd s=141 all-to-all {route}" for route in ("p2p", "relay", "push")} \
+        <= set(labels)
 
 
 def test_rates_are_a_checked_subset_in_the_given_order(capsys):

@@ -16,12 +16,15 @@ from ray_relu.data import ParquetData, write_parquet
 from ray_relu.reference import sgd
 from ray_relu.result import DETERMINISTIC_COLUMNS
 from ray_relu.seeding import BATCH, rng_for
+from ray_relu.worker import ReplicaLost, RoundStats
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 MODES = ("master", "all-to-all")
 # Every engine path: all-to-all messages relayed through the driver (one node's
-# default) or kept in the senders' object stores and pulled by the peers.
-PATHS = [("master", "relay"), ("all-to-all", "relay"), ("all-to-all", "p2p")]
+# default), kept in the senders' object stores and pulled by the peers, or pushed by
+# the senders to the peers in actor calls of their own.
+PATHS = [("master", "relay"), ("all-to-all", "relay"), ("all-to-all", "p2p"),
+         ("all-to-all", "push")]
 
 
 def columns(table, names=DETERMINISTIC_COLUMNS):
@@ -411,26 +414,54 @@ def test_fp16_both_ways_converges_far_below_the_half_range():
     assert result.converged and result.rel_error <= 1e-10
 
 
-@pytest.mark.parametrize("peer_to_peer", [False, True])
-def test_peer_to_peer_messages_stay_in_the_senders_object_store(peer_to_peer):
+@pytest.mark.parametrize("route", ["relay", "p2p"])
+def test_peer_to_peer_messages_stay_in_the_senders_object_store(route):
     """p2p: a message above the inline limit is stored on the sender's node (Ray knows
     where), so peers pull it from there; relayed, it is inlined into the driver."""
     from ray_relu.settings import resolve
     from ray_relu.runtime import P2P_INLINE_BYTES, spawn_workers, stop_workers
     settings = resolve(PlantedReLU(d=100, n=200, seed=0), codec="fp32", workers=2,
                        mode="all-to-all")
-    workers = spawn_workers(settings.source, 2, settings.plan, num_cpus=0.5,
-                            peer_to_peer=peer_to_peer)
+    workers = spawn_workers(settings.source, 2, settings.plan, num_cpus=0.5, route=route)
     try:
         w0 = get_codec("fp64").encode(np.zeros(100))
         message_ref, stats_ref = workers[0].advance.remote((0, "set", 0.0), w0)
         stats = ray.get(stats_ref)
         assert len(stats) < P2P_INLINE_BYTES < len(ray.get(message_ref))
         where = ray.experimental.get_object_locations([message_ref, stats_ref])
-        assert bool(where[message_ref]["node_ids"]) == peer_to_peer
+        assert bool(where[message_ref]["node_ids"]) == (route == "p2p")
         assert not where[stats_ref]["node_ids"]     # the small stats are always inlined
     finally:
         stop_workers(workers)
+
+
+def test_push_moves_messages_worker_to_worker_and_drops_stale_generations():
+    """push: the driver gets an empty message and the stats; the peer's next round
+    counts the sender's message, delivered by the sender; a call of an older replay
+    generation is refused, so it cannot hold up the replay behind it."""
+    from ray_relu.settings import resolve
+    from ray_relu.runtime import spawn_workers, stop_workers
+    settings = resolve(PlantedReLU(d=100, n=200, seed=0), codec="fp32", workers=2,
+                       mode="all-to-all")
+    w0 = get_codec("fp64").encode(np.zeros(100))
+    relays = spawn_workers(settings.source, 2, settings.plan, num_cpus=0.5)
+    pushers = spawn_workers(settings.source, 2, settings.plan, num_cpus=0.5, route="push")
+    try:
+        relayed = ray.get(relays[0].advance.remote((0, "set", 0.0), w0)[0])
+        for wk in pushers:
+            wk.connect.remote(pushers, 1)
+        zero = [wk.advance.remote((0, "set", 0.0, 1), w0) for wk in pushers]
+        assert ray.get([message for message, _ in zero]) == [b"", b""]
+        message_ref, stats_ref = pushers[1].advance.remote((1, "inbox", 0.1, 1))
+        assert ray.get(message_ref) == b""
+        assert RoundStats.unpack(ray.get(stats_ref)).received_bytes == len(relayed) > 400
+        pushers[0].connect.remote(pushers, 2)      # another thread: wait until it ran
+        while ray.get(pushers[0].__ray_call__.remote(lambda self: self.generation)) < 2:
+            pass
+        with pytest.raises(ReplicaLost, match="generation 1 was overtaken by generation 2"):
+            ray.get(pushers[0].advance.remote((1, "inbox", 0.1, 1))[1])
+    finally:
+        stop_workers(relays + pushers)
 
 
 def test_peer_to_peer_recovers_large_messages_exactly():
@@ -444,9 +475,10 @@ def test_peer_to_peer_recovers_large_messages_exactly():
     np.testing.assert_array_equal(relayed.w, hit.w)
 
 
-def test_route_p2p_is_for_all_to_all_only():
-    with pytest.raises(ValueError, match="route='p2p' applies to mode='all-to-all'"):
-        fit(PlantedReLU(d=10, n=100), route="p2p", progress=False)
+@pytest.mark.parametrize("route", ["p2p", "push"])
+def test_routes_other_than_relay_are_for_all_to_all_only(route):
+    with pytest.raises(ValueError, match=f"route='{route}' applies to mode='all-to-all'"):
+        fit(PlantedReLU(d=10, n=100), route=route, progress=False)
     with pytest.raises(ValueError, match="route must be one of"):
         fit(PlantedReLU(d=10, n=100), route="direct", progress=False)
 
@@ -507,7 +539,7 @@ def _kill_at(rounds, victims):
     return on_round
 
 
-@pytest.mark.parametrize("route", ["relay", "p2p"])
+@pytest.mark.parametrize("route", ["relay", "p2p", "push"])
 def test_replays_from_rotated_snapshots_are_exact(monkeypatch, route):
     """Snapshots every 8 rounds, adopted SNAPSHOT_LAG rounds later: kill worker 0 (whose
     replica the snapshots are) while one is pending and right after one was adopted,
