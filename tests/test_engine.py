@@ -435,6 +435,18 @@ def test_peer_to_peer_messages_stay_in_the_senders_object_store(route):
         stop_workers(workers)
 
 
+def test_push_with_three_uneven_workers_is_the_reference():
+    """Each push worker sorts what was delivered by sender: with K = 3 and batches of
+    11, 10 and 10 rows, a peer's message in another's place would carry its weight."""
+    problem = PlantedReLU(d=30, n=240, seed=1)
+    kwargs = dict(codec="qsgd", codec_options={"levels": 4}, workers=3, batch_size=31,
+                  iterations=15, seed=9)
+    result = fit(problem, mode="all-to-all", route="push", tol=0.0, progress=False,
+                 **kwargs)
+    assert_is_the_reference(result, sgd(problem, mode="all-to-all", **kwargs))
+    assert result.replica_divergence == 0.0
+
+
 def test_push_moves_messages_worker_to_worker_and_drops_stale_generations():
     """push: the driver gets an empty message and the stats; the peer's next round
     counts the sender's message, delivered by the sender; a call of an older replay

@@ -78,6 +78,9 @@ A, C, W, K = ("ray_relu/algorithm.py", "ray_relu/coordinator.py", "ray_relu/work
               "ray_relu/checkpoint.py")
 MB, SI, SH = "ray_relu/models/base.py", "ray_relu/models/single_index.py", "ray_relu/shards.py"
 ROWS = "ray_relu/models/_rows.py"
+PW = "ray_relu/push_worker.py"
+PUSH_EXACT = (E + "test_push_with_three_uneven_workers_is_the_reference",)
+PUSH_DELIVERY = (E + "test_push_moves_messages_worker_to_worker_and_drops_stale_generations",)
 Q, BASE, RAW, FP16, FULL, BITS = (
     "ray_relu/codecs/qsgd.py", "ray_relu/codecs/base.py", "ray_relu/codecs/_raw.py",
     "ray_relu/codecs/fp16.py", "ray_relu/codecs/fullprec.py", "ray_relu/codecs/bitcoding.py")
@@ -207,6 +210,14 @@ MUTATIONS = [
     Mutation("a worker applies the master's update with the wrong sign", W,
              "w = self.w + self.downlink.decode(payload[0])",
              "w = self.w - self.downlink.decode(payload[0])", ENGINE_DOWNLINK),
+    # ---- push_worker.py
+    Mutation("a push worker takes its peers' messages in the wrong order", PW,
+             "payload = tuple(self.inbox.pop((t - 1, j)) for j in senders)",
+             "payload = tuple(self.inbox.pop((t - 1, j)) for j in reversed(senders))",
+             PUSH_EXACT),
+    Mutation("a push worker runs calls of an overtaken replay generation", PW,
+             "            if self.generation > generation:\n",
+             "            if False:\n", PUSH_DELIVERY),
     # ---- checkpoint.py
     Mutation("checkpoint forgets the master's next w", K,
              "    for name in (\"next_w\", \"residuals\", \"downlink_residual\"):",
