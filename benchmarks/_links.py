@@ -12,6 +12,8 @@ wall-clock window of its timed rounds; the hosts share this machine's clock, so
 from __future__ import annotations
 
 import bisect
+import contextlib
+import os
 import threading
 import time
 from typing import Any
@@ -60,3 +62,27 @@ class LinkSampler:
         a, b = self._at(start), self._at(stop)
         return {host: {"in": b[host][0] - a[host][0], "out": b[host][1] - a[host][1]}
                 for host in a}
+
+
+def link_kB(sampler: LinkSampler, run: dict) -> dict[str, float]:
+    """kB per round on the head's link and on the mean worker's, in and out, over the
+    timed window a driver reported (``run["window"]``, ``run["window_rounds"]``)."""
+    from benchmarks.peers import per_round_bytes
+    start, stop = run["window"]
+    b = per_round_bytes(sampler.between(start, stop), run["window_rounds"])
+    return {"head_in_kB": b["head_in"] / 1e3, "head_out_kB": b["head_out"] / 1e3,
+            "wkr_in_kB": b["worker_in"] / 1e3, "wkr_out_kB": b["worker_out"] / 1e3}
+
+
+@contextlib.contextmanager
+def sampled_cluster(rate: str):
+    """The benchmarks' emulated cluster (CPU-less head, one-CPU worker hosts, id
+    ``RAY_RELU_EMU_ID``, default 7) shaped to ``rate``, its links sampled throughout:
+    yields ``(cluster, sampler)``."""
+    from benchmarks.cluster_time_to_accuracy import BENCH_CLUSTER_ID, DELAY, WORKERS
+    from ray_relu.emulated import EmulatedCluster
+    cluster_id = int(os.environ.get("RAY_RELU_EMU_ID", BENCH_CLUSTER_ID))
+    with EmulatedCluster(nodes=WORKERS + 1, rate=rate, delay=DELAY, cpus_per_node=1,
+                         head_cpus=0, cluster_id=cluster_id) as cluster:
+        with LinkSampler(cluster) as sampler:
+            yield cluster, sampler

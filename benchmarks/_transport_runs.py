@@ -104,17 +104,11 @@ def _time_rounds(submit, rounds: int) -> dict:
 
 def run(transport: str, message: bytes, workers: int, rounds: int) -> dict:
     """Time ``rounds`` all-to-all rounds of ``transport`` among ``workers`` actors."""
-    if transport == "relay":
-        actors = [Relay.remote(message) for _ in range(workers)]
+    if transport in ("relay", "pull"):
+        actor_class = Relay if transport == "relay" else Pull
+        actors = [actor_class.remote(message) for _ in range(workers)]
 
-        def submit(t, previous):
-            return [a.advance.remote(t, *([] if previous is None else
-                                          [r for j, r in enumerate(previous) if j != k]))
-                    for k, a in enumerate(actors)]
-    elif transport == "pull":
-        actors = [Pull.remote(message) for _ in range(workers)]
-
-        def submit(t, previous):
+        def submit(t, previous):    # each call takes the others' refs of round t - 1
             return [a.advance.remote(t, *([] if previous is None else
                                           [r for j, r in enumerate(previous) if j != k]))
                     for k, a in enumerate(actors)]

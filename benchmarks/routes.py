@@ -15,8 +15,6 @@ Cluster id: ``RAY_RELU_EMU_ID`` (default 7).
 
 from __future__ import annotations
 
-import os
-
 from benchmarks._common import parse_args, print_table, write_json
 
 RATES = ("10mbit", "100mbit")
@@ -34,35 +32,24 @@ def settings(d: int, quick: bool) -> list[dict]:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(__doc__.splitlines()[0], argv)
     from benchmarks._fit_timing import load_average
-    from benchmarks._links import LinkSampler
-    from benchmarks.cluster_time_to_accuracy import (BENCH_CLUSTER_ID, DELAY, WORKERS,
-                                                     run_on_cluster)
-    from benchmarks.peers import per_round_bytes
-    from ray_relu.emulated import EmulatedCluster
+    from benchmarks._links import link_kB, sampled_cluster
+    from benchmarks.cluster_time_to_accuracy import DELAY, WORKERS, run_on_cluster
 
     d = 1000 if args.quick else 10000
     rounds = 40 if args.quick else 100
     candidates = settings(d, args.quick)
     load_before = load_average()
     rows: list[dict] = []
-    cluster_id = int(os.environ.get("RAY_RELU_EMU_ID", BENCH_CLUSTER_ID))
-    with EmulatedCluster(nodes=WORKERS + 1, rate=RATES[0], delay=DELAY, cpus_per_node=1,
-                         head_cpus=0, cluster_id=cluster_id) as cluster:
-        with LinkSampler(cluster) as sampler:
-            for rate in RATES:
-                cluster.shape(rate, DELAY)
-                for run in run_on_cluster(cluster, d, candidates, rounds=rounds):
-                    start, stop = run["window"]
-                    n = run["window_rounds"]
-                    b = per_round_bytes(sampler.between(start, stop), n)
-                    rows.append({"rate": rate, "setting": run["label"],
-                                 "round_ms": 1e3 * (stop - start) / n,
-                                 "head_in_kB": b["head_in"] / 1e3,
-                                 "head_out_kB": b["head_out"] / 1e3,
-                                 "wkr_in_kB": b["worker_in"] / 1e3,
-                                 "wkr_out_kB": b["worker_out"] / 1e3})
-                print_table([r for r in rows if r["rate"] == rate],
-                            f"d={d}, {rate}, K={WORKERS}, {rounds} timed rounds")
+    with sampled_cluster(RATES[0]) as (cluster, sampler):
+        for rate in RATES:
+            cluster.shape(rate, DELAY)
+            for run in run_on_cluster(cluster, d, candidates, rounds=rounds):
+                start, stop = run["window"]
+                rows.append({"rate": rate, "setting": run["label"],
+                             "round_ms": 1e3 * (stop - start) / run["window_rounds"],
+                             **link_kB(sampler, run)})
+            print_table([r for r in rows if r["rate"] == rate],
+                        f"d={d}, {rate}, K={WORKERS}, {rounds} timed rounds")
     payload = {"d": d, "rounds": rounds, "load_average": [load_before, load_average()],
                "rows": rows}
     write_json("routes", payload, args.out)
