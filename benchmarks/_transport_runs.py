@@ -12,7 +12,13 @@ is left is the transport alone), rounds submitted ``DEPTH`` ahead as ``fit`` doe
   ref; the peers ``ray.get`` it from the sender's object store (``route="p2p"``);
 - ``push``: each worker sends its message to its peers itself, as the argument of an
   actor call on each peer (worker to worker, over Ray's direct actor-call channel; the
-  driver sees only the small per-round reply).
+  driver sees only the small per-round reply);
+- ``compiled`` (opt-in, ``--transports compiled``): a Ray Compiled Graph of the same
+  exchange (each actor writes its message to a channel its peers read; the driver
+  writes ``t`` and reads the stats), one round at a time: with rounds in flight the
+  cross-node channels of Ray 2.60 time out and the worker hosts' raylets abort (a
+  failed check in ``experimental_mutable_object_provider.cc``), which takes the
+  cluster's nodes down, so it is not part of ``benchmarks.transports``.
 
 One JSON line per transport: median and mean round time and the wall-clock window of
 the timed rounds (for the link counters, :mod:`benchmarks._links`).
@@ -84,16 +90,29 @@ class Push:
         return t
 
 
-def _time_rounds(submit, rounds: int) -> dict:
-    """Submit rounds ``DEPTH`` ahead with ``submit(t, previous_refs)``; wait for each."""
+@ray.remote(num_cpus=1)
+class Compiled:
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+
+    def compute(self, t: int) -> bytes:
+        return self.message
+
+    def absorb(self, t: int, *messages: bytes) -> bytes:
+        assert all(len(m) == len(self.message) for m in messages)
+        return bytes(48)                     # the engine's packed stats
+
+
+def _time_rounds(submit, rounds: int, depth: int = DEPTH) -> dict:
+    """Submit rounds ``depth`` ahead with ``submit(t, previous_refs)``; wait for each."""
     pending: dict[int, list] = {}
     ends: list[float] = []
     previous = None
-    for t in range(rounds + WARMUP + DEPTH):
+    for t in range(rounds + WARMUP + depth):
         if t < rounds + WARMUP:
             previous = pending[t] = submit(t, previous)
-        if t - DEPTH + 1 >= 0 and t - DEPTH + 1 < rounds + WARMUP:
-            done = t - DEPTH + 1
+        if t - depth + 1 >= 0 and t - depth + 1 < rounds + WARMUP:
+            done = t - depth + 1
             ray.get(pending.pop(done))
             ends.append(time.time())
     times = [b - a for a, b in zip(ends[WARMUP - 1:], ends[WARMUP:])]
@@ -104,6 +123,8 @@ def _time_rounds(submit, rounds: int) -> dict:
 
 def run(transport: str, message: bytes, workers: int, rounds: int) -> dict:
     """Time ``rounds`` all-to-all rounds of ``transport`` among ``workers`` actors."""
+    if transport == "compiled":
+        return _run_compiled(message, workers, rounds)
     if transport in ("relay", "pull"):
         actor_class = Relay if transport == "relay" else Pull
         actors = [actor_class.remote(message) for _ in range(workers)]
@@ -118,12 +139,35 @@ def run(transport: str, message: bytes, workers: int, rounds: int) -> dict:
 
         def submit(t, previous):
             return [a.advance.remote(t) for a in actors]
-    nodes = ray.get([a.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())
-                     for a in actors])
-    out = {"transport": transport, "bytes": len(message), "workers": workers,
-           "nodes": len(set(nodes)), **_time_rounds(submit, rounds)}
+    out = {**_where(transport, message, actors), **_time_rounds(submit, rounds)}
     for a in actors:
         ray.kill(a)
+    return out
+
+
+def _where(transport: str, message: bytes, actors: list) -> dict:
+    nodes = ray.get([a.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())
+                     for a in actors])
+    return {"transport": transport, "bytes": len(message), "workers": len(actors),
+            "nodes": len(set(nodes))}
+
+
+def _run_compiled(message: bytes, workers: int, rounds: int) -> dict:
+    from ray.dag import InputNode, MultiOutputNode
+    actors = [Compiled.remote(message) for _ in range(workers)]
+    out = _where("compiled", message, actors)
+    with InputNode() as t:
+        messages = [a.compute.bind(t) for a in actors]
+        graph = MultiOutputNode([a.absorb.bind(t, *messages) for a in actors])
+    compiled = graph.experimental_compile(_max_inflight_executions=1)
+    try:
+        out.update(_time_rounds(lambda t, _: compiled.execute(t), rounds, depth=1))
+    except ray.exceptions.RayError as error:      # a channel timeout: report, not crash
+        out["error"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    finally:
+        compiled.teardown()
+        for a in actors:
+            ray.kill(a)
     return out
 
 

@@ -172,18 +172,44 @@ def parse_rates(text: str) -> list[str]:
     return rates
 
 
-def load_iterations(path: Path, d: int, labels: list[str]) -> dict[str, dict]:
+def trajectory(setting: dict) -> str:
+    """What fixes a setting's iterates: everything but its label and route (the engine
+    tests hold every route to the same reference, so routes share one count)."""
+    return json.dumps({k: v for k, v in setting.items() if k not in ("label", "route")},
+                      sort_keys=True)
+
+
+def by_trajectory(settings: list[dict], iterations: dict[str, dict]) -> dict[str, dict]:
+    """The counts of ``iterations`` keyed by :func:`trajectory` (saved in the JSON, so
+    a later run with a new route of a counted setting can reuse its count)."""
+    return {trajectory(s): iterations[s["label"]] for s in settings}
+
+
+def load_iterations(path: Path, d: int, settings: list[dict],
+                    hooks: list[str]) -> dict[str, dict]:
     """The iteration counts of an earlier run's JSON, checked against this run's d and
     settings, so that a rerun of some rates need not count again (about 12 minutes at
-    d = 1e4)."""
+    d = 1e4). A setting is found by its label or, failing that, by its trajectory."""
     payload = json.loads(Path(path).read_text())
     if payload.get("d") != d:
         raise ValueError(f"{path}: counted at d = {payload.get('d')}, this run has d = {d}")
     counts = payload.get("iterations", {})
-    missing = [label for label in labels if label not in counts]
+    trajectories = payload.get("trajectories", {})
+    out, missing = {}, []
+    for setting in settings:
+        found = counts.get(setting["label"]) or trajectories.get(trajectory(setting))
+        if found is None:
+            missing.append(setting["label"])
+        else:
+            out[setting["label"]] = found
+    for label in [f"DDP {hook}" for hook in hooks]:
+        if label in counts:
+            out[label] = counts[label]
+        else:
+            missing.append(label)
     if missing:
         raise ValueError(f"{path}: no iteration count for {', '.join(missing)}")
-    return {label: counts[label] for label in labels}
+    return out
 
 
 def count_all(d: int, settings: list[dict], hooks: list[str]) -> dict[str, dict]:
@@ -195,10 +221,7 @@ def count_all(d: int, settings: list[dict], hooks: list[str]) -> dict[str, dict]
     counted: dict[str, dict] = {}
     problem = reference_problem(d)
     for setting in settings:
-        # The route does not change the trajectory (the engine tests hold every route
-        # to the reference), so each trajectory is counted once.
-        key = json.dumps({k: v for k, v in setting.items() if k not in ("label", "route")},
-                         sort_keys=True)
+        key = trajectory(setting)           # each trajectory is counted once
         if key not in counted:
             iterations, reached = iterations_to_target(d, setting, tol=TOL, problem=problem)
             counted[key] = {"iterations": iterations, "converged": reached}
@@ -245,8 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     rounds = args.rounds or (40 if args.quick else 100)
     settings = ours_settings(d, args.quick)
     hooks = list(HOOKS)
-    labels = [s["label"] for s in settings] + [f"DDP {hook}" for hook in hooks]
-    iterations = (load_iterations(args.iterations_from, d, labels) if args.iterations_from
+    iterations = (load_iterations(args.iterations_from, d, settings, hooks)
+                  if args.iterations_from
                   else count_all(d, settings, hooks))
     load_before = load_average()
     cluster_id = int(os.environ.get("RAY_RELU_EMU_ID", BENCH_CLUSTER_ID))
@@ -272,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
                "batch_per_worker": BATCH_PER_WORKER, "rounds": rounds, "tol": TOL,
                "shaping": shaping, "load_average_before": load_before,
                "load_average_after": load_average(), "iterations": iterations,
-               "table": printed, "goals": summary, "rows": by_rate}
+               "trajectories": by_trajectory(settings, iterations), "table": printed, "goals": summary, "rows": by_rate}
     write_json("peers", payload, args.out)
     return payload
 

@@ -66,17 +66,23 @@ def test_rates_are_a_checked_subset_in_the_given_order(capsys):
 
 
 def test_iteration_counts_are_reused_only_for_the_same_d_and_settings(tmp_path):
-    labels = ["ours a", "DDP fp32"]
+    relay = {"label": "ours a", "mode": "all-to-all", "s": 3, "route": "relay"}
+    push = dict(relay, label="ours a push", route="push")
+    other = dict(relay, label="ours b", s=5)
     path = tmp_path / "peers.json"
     counts = {"ours a": {"iterations": 7, "converged": True},
               "DDP fp32": {"iterations": 9, "converged": True},
               "ours other": {"iterations": 1, "converged": True}}
-    path.write_text(json.dumps({"d": 100, "iterations": counts}))
-    assert peers.load_iterations(path, 100, labels) == {k: counts[k] for k in labels}
+    path.write_text(json.dumps({"d": 100, "iterations": counts,
+                                "trajectories": peers.by_trajectory([relay], counts)}))
+    # A new route of a counted setting reuses its trajectory's count; s = 5 is new.
+    assert peers.load_iterations(path, 100, [relay, push], ["fp32"]) == {
+        "ours a": counts["ours a"], "ours a push": counts["ours a"],
+        "DDP fp32": counts["DDP fp32"]}
     with pytest.raises(ValueError, match="counted at d = 100, this run has d = 200"):
-        peers.load_iterations(path, 200, labels)
-    with pytest.raises(ValueError, match="no iteration count for ours b"):
-        peers.load_iterations(path, 100, ["ours a", "ours b"])
+        peers.load_iterations(path, 200, [relay], ["fp32"])
+    with pytest.raises(ValueError, match="no iteration count for ours b, DDP fp16$"):
+        peers.load_iterations(path, 100, [relay, other], ["fp32", "fp16"])
 
 
 def test_loopback_without_torch_prints_the_install_hint(monkeypatch, capsys):
