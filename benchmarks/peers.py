@@ -195,21 +195,13 @@ def load_iterations(path: Path, d: int, settings: list[dict],
         raise ValueError(f"{path}: counted at d = {payload.get('d')}, this run has d = {d}")
     counts = payload.get("iterations", {})
     trajectories = payload.get("trajectories", {})
-    out, missing = {}, []
-    for setting in settings:
-        found = counts.get(setting["label"]) or trajectories.get(trajectory(setting))
-        if found is None:
-            missing.append(setting["label"])
-        else:
-            out[setting["label"]] = found
-    for label in [f"DDP {hook}" for hook in hooks]:
-        if label in counts:
-            out[label] = counts[label]
-        else:
-            missing.append(label)
+    found = [(s["label"], counts.get(s["label"]) or trajectories.get(trajectory(s)))
+             for s in settings]
+    found += [(f"DDP {hook}", counts.get(f"DDP {hook}")) for hook in hooks]
+    missing = [label for label, count in found if count is None]
     if missing:
         raise ValueError(f"{path}: no iteration count for {', '.join(missing)}")
-    return out
+    return dict(found)
 
 
 def count_all(d: int, settings: list[dict], hooks: list[str]) -> dict[str, dict]:
@@ -295,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict:
                "batch_per_worker": BATCH_PER_WORKER, "rounds": rounds, "tol": TOL,
                "shaping": shaping, "load_average_before": load_before,
                "load_average_after": load_average(), "iterations": iterations,
-               "trajectories": by_trajectory(settings, iterations), "table": printed, "goals": summary, "rows": by_rate}
+               "trajectories": by_trajectory(settings, iterations), "table": printed,
+               "goals": summary, "rows": by_rate}
     write_json("peers", payload, args.out)
     return payload
 
