@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = cluster_driver_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--hooks", default=",".join(HOOKS))
+    # 10x: a bare allreduce is ~1-10 ms, and the link counters are sampled every few
+    # tens of ms (benchmarks._links), so its window must be longer
+    parser.add_argument("--allreduce-rounds", type=int, default=None,
+                        help="bare allreduce rounds per dtype (default 10 x --rounds; "
+                             "0: none)")
     args = parser.parse_args(argv)
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -65,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_ray(args.address, log_to_driver=False)
     config = {"d": args.d, "n": args.n or 8 * args.d, "hooks": args.hooks.split(","),
               "batch": args.batch_per_worker, "rounds": args.rounds, "tol": 0.0,
-              # 10x: a bare allreduce is ~1-10 ms, and the link counters are sampled
-              # every few tens of ms (benchmarks._links), so its window must be longer
-              "allreduce_rounds": 10 * args.rounds, "collector": _collector()}
+              "allreduce_rounds": 10 * args.rounds if args.allreduce_rounds is None
+              else args.allreduce_rounds, "collector": _collector()}
     trainer = TorchTrainer(
         _train_loop, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=False,

@@ -17,9 +17,13 @@ time per round on the cluster.
   fit's default) as ours.
 - Round time: on one emulated cluster (CPU-less head, K = 3 one-CPU worker hosts,
   64 rows per worker per round), at 10 mbit, 100 mbit and 1 gbit in turn: ours by
-  ``benchmarks._wire_runs`` (the real fit, ``ROUNDS`` rounds), DDP by
-  ``benchmarks._ddp_runs`` (``TorchTrainer``, ``ROUNDS`` rounds per hook, plus a bare
-  gloo allreduce loop). Round time = wall time of the timed rounds / their number.
+  ``benchmarks._wire_runs`` (the real fit), DDP by ``benchmarks._ddp_runs``
+  (``TorchTrainer``, every hook, plus a bare gloo allreduce loop). Round time = wall
+  time of the timed rounds / their number. A first pass times every setting over
+  ``--rounds`` rounds; then the best of ours per mode and every DDP hook are timed
+  again ``--repeats`` times over 3x as many rounds, our job and DDP's alternating, and
+  their medians decide (:func:`confirm`): on 2 shared cores a single short window
+  moves by 1.5x between runs.
 - Bytes per round on each link, in and out: the hosts' veth counters over the same
   timed rounds (``benchmarks._links``), everything included (Ray's own traffic too).
 
@@ -34,6 +38,7 @@ import importlib.util
 import json
 import math
 import os
+import statistics
 from pathlib import Path
 
 from benchmarks._common import print_table, write_json
@@ -82,33 +87,86 @@ def per_round_bytes(links: dict, rounds: int) -> dict:
     return out
 
 
+def _ours_rows(cluster, d: int, settings: list[dict], rounds: int) -> list[dict]:
+    """Our fits of ``settings`` on the cluster, one job: one row per setting."""
+    from benchmarks.cluster_time_to_accuracy import run_on_cluster
+
+    return [{"setting": row["label"], "family": "ours", "mode": row["mode"],
+             "window": row["window"], "window_rounds": row["window_rounds"]}
+            for row in run_on_cluster(cluster, d, settings, rounds=rounds)]
+
+
+def _ddp_rows(cluster, d: int, hooks: list[str], rounds: int,
+              allreduce: bool = True) -> list[dict]:
+    """DDP's rounds with every hook (and, with ``allreduce``, the bare gloo loops) on
+    the cluster, one Ray Train job: one row per hook and loop."""
+    from benchmarks import _ddp_runs
+    from benchmarks.cluster_time_to_accuracy import REPO, WORKERS
+
+    job = cluster.submit(["python", "-m", "benchmarks._ddp_runs", "--d", str(d),
+                          "--workers", str(WORKERS), "--rounds", str(rounds),
+                          "--hooks", ",".join(hooks),
+                          *([] if allreduce else ["--allreduce-rounds", "0"])],
+                         working_dir=REPO, env_vars={"GLOO_SOCKET_IFNAME": "eth0"},
+                         timeout=3600)
+    return [{"setting": row["setting"], "family": "ddp" if row["hook"] else "allreduce",
+             "mode": row["hook"], "window": row["window"],
+             "window_rounds": row["window_rounds"]}
+            for row in job.results(_ddp_runs.MARK)]
+
+
+def _round_s(row: dict) -> float:
+    """Wall time per round over the row's timed window."""
+    start, stop = row["window"]
+    return (stop - start) / row["window_rounds"]
+
+
 def measure_rate(cluster, sampler, d: int, settings: list[dict], hooks: list[str],
                  rounds: int) -> list[dict]:
     """One link rate: our fits and the DDP run on the cluster; rows with round time
     and per-round bytes of every setting."""
-    from benchmarks import _ddp_runs
-    from benchmarks.cluster_time_to_accuracy import REPO, WORKERS, run_on_cluster
-
-    ours = run_on_cluster(cluster, d, settings, rounds=rounds)
-    job = cluster.submit(["python", "-m", "benchmarks._ddp_runs", "--d", str(d),
-                          "--workers", str(WORKERS), "--rounds", str(rounds),
-                          "--hooks", ",".join(hooks)],
-                         working_dir=REPO, env_vars={"GLOO_SOCKET_IFNAME": "eth0"},
-                         timeout=3600)
-    ddp = job.results(_ddp_runs.MARK)
-    rows = []
-    for row in ours:
-        rows.append({"setting": row["label"], "family": "ours", "mode": row["mode"],
-                     "window": row["window"], "window_rounds": row["window_rounds"]})
-    for row in ddp:
-        family = "ddp" if row["hook"] else "allreduce"
-        rows.append({"setting": row["setting"], "family": family, "mode": row["hook"],
-                     "window": row["window"], "window_rounds": row["window_rounds"]})
+    rows = _ours_rows(cluster, d, settings, rounds) + _ddp_rows(cluster, d, hooks, rounds)
     for row in rows:
-        start, stop = row["window"]
-        row["round_s"] = (stop - start) / row["window_rounds"]
-        row["bytes"] = per_round_bytes(sampler.between(start, stop), row["window_rounds"])
+        row["round_s"] = _round_s(row)
+        row["bytes"] = per_round_bytes(sampler.between(*row["window"]),
+                                       row["window_rounds"])
     return rows
+
+
+def finalists(rows: list[dict]) -> list[str]:
+    """The best of ours in each mode, by time to the target (rows from
+    :func:`with_targets`)."""
+    out = []
+    for mode in ("master", "all-to-all"):
+        ours = [r for r in rows if r["family"] == "ours" and r["mode"] == mode
+                and r["converged"]]
+        if ours:
+            out.append(min(ours, key=lambda r: r["time_s"])["setting"])
+    return out
+
+
+def confirm(cluster, d: int, rows: list[dict], settings: list[dict], hooks: list[str],
+            rounds: int, repeats: int) -> None:
+    """Time the :func:`finalists` and every DDP hook again, ``repeats`` times over
+    ``rounds`` rounds, our job and DDP's alternating (and which goes first alternating
+    too), so that load drifting during the run weighs on both sides alike. Each row
+    measured again gets the median of these runs as ``round_s`` (the first pass's value
+    is kept as ``first_pass_round_s``): the first pass picked the finalists for being
+    fast, so its own times would favour them."""
+    chosen = set(finalists(rows))
+    picked = [s for s in settings if s["label"] in chosen]
+    runs: dict[str, list[float]] = {}
+    for repeat in range(repeats):
+        blocks = [lambda: _ours_rows(cluster, d, picked, rounds),
+                  lambda: _ddp_rows(cluster, d, hooks, rounds, allreduce=False)]
+        for block in blocks[::1 if repeat % 2 == 0 else -1]:
+            for row in block():
+                runs.setdefault(row["setting"], []).append(_round_s(row))
+    for row in rows:
+        if row["setting"] in runs:
+            row["first_pass_round_s"] = row["round_s"]
+            row["round_s_runs"] = runs[row["setting"]]
+            row["round_s"] = statistics.median(runs[row["setting"]])
 
 
 def with_targets(rows: list[dict], iterations: dict[str, dict]) -> list[dict]:
@@ -128,18 +186,28 @@ def with_targets(rows: list[dict], iterations: dict[str, dict]) -> list[dict]:
     return rows
 
 
+def _contenders(rows: list[dict], mode: str | None = None) -> list[dict]:
+    """Our converged rows (of ``mode``, or both): only those :func:`confirm` timed
+    again, if it ran (a first-pass time is a single, less trustworthy one)."""
+    ours = [r for r in rows if r["family"] == "ours" and r["converged"]
+            and mode in (None, r["mode"])]
+    confirmed = [r for r in ours if "round_s_runs" in r]
+    return confirmed or ours
+
+
 def table(rate: str, rows: list[dict]) -> list[dict]:
     """The printed rows: DDP settings, the bare allreduce, and ours best per mode."""
     shown = [r for r in rows if r["family"] != "ours"]
     for mode in ("master", "all-to-all"):
-        ours = [r for r in rows if r["family"] == "ours" and r["mode"] == mode
-                and r["converged"]]
+        ours = _contenders(rows, mode)
         if ours:
             shown.append({**min(ours, key=lambda r: r["time_s"]), "best_of": mode})
     out = []
     for r in shown:
         b = r["bytes"]
+        runs = r.get("round_s_runs", [r["round_s"]])
         out.append({"rate": rate, "setting": r["setting"], "round_ms": 1e3 * r["round_s"],
+                    "runs_ms": "/".join(f"{1e3 * x:.1f}" for x in runs),
                     "iters": r["iterations"] if r["iterations"] is not None else "-",
                     "time_s": r["time_s"] if r["time_s"] is not None else "-",
                     "head_in_kB": b["head_in"] / 1e3, "head_out_kB": b["head_out"] / 1e3,
@@ -152,7 +220,7 @@ def goals(rows_by_rate: dict[str, list[dict]]) -> list[dict]:
     """Ours best (either mode) against the best DDP setting, per rate."""
     out = []
     for rate, rows in rows_by_rate.items():
-        ours = [r for r in rows if r["family"] == "ours" and "speedup_vs_best_ddp" in r]
+        ours = [r for r in _contenders(rows) if "speedup_vs_best_ddp" in r]
         if not ours:
             continue
         best = max(ours, key=lambda r: r["speedup_vs_best_ddp"])
@@ -236,6 +304,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="directory for the JSON")
     parser.add_argument("--d", type=int, default=None, help="override d")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per setting")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="after the first pass, time the best of ours per mode and "
+                             "every DDP hook again this many times, alternating, over "
+                             "3x the rounds; their medians decide (default 3, quick 2; "
+                             "0: first pass only)")
     parser.add_argument("--rates", default=",".join(RATES),
                         help=f"comma-separated subset of {', '.join(RATES)}")
     parser.add_argument("--iterations-from", type=Path, default=None, metavar="JSON",
@@ -246,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
         rates = parse_rates(args.rates)
     except ValueError as error:
         parser.error(str(error))
+    if args.repeats is not None and args.repeats < 0:
+        parser.error(f"--repeats {args.repeats}: expected 0 or more")
     if torch_missing():
         print(INSTALL_HINT)
         return {}
@@ -258,6 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     d = args.d or (1000 if args.quick else 10000)
     rounds = args.rounds or (40 if args.quick else 100)
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
     settings = ours_settings(d, args.quick)
     hooks = list(HOOKS)
     iterations = (load_iterations(args.iterations_from, d, settings, hooks)
@@ -275,16 +351,21 @@ def main(argv: list[str] | None = None) -> dict:
                 shaping = cluster.shape(rate, DELAY)["shaping"]
                 rows = with_targets(measure_rate(cluster, sampler, d, settings, hooks,
                                                  rounds), iterations)
+                if repeats:
+                    confirm(cluster, d, rows, settings, hooks, 3 * rounds, repeats)
+                    rows = with_targets(rows, iterations)
                 by_rate[rate] = rows
                 shown = table(rate, rows)
                 printed += shown
                 print_table(shown, f"d={d}, {rate} ({shaping}), K={WORKERS}, "
-                            f"{BATCH_PER_WORKER} rows/worker/round, {rounds} timed rounds; "
+                            f"{BATCH_PER_WORKER} rows/worker/round, {rounds} timed rounds "
+                            f"(finalists: median of {repeats} x {3 * rounds}); "
                             "bytes per round")
     summary = goals(by_rate)
     print_table(summary, "ours best against the best DDP setting (time to 1e-6)")
     payload = {"quick": args.quick, "d": d, "n": 8 * d, "workers": WORKERS,
                "batch_per_worker": BATCH_PER_WORKER, "rounds": rounds, "tol": TOL,
+               "repeats": repeats, "confirm_rounds": 3 * rounds,
                "shaping": shaping, "load_average_before": load_before,
                "load_average_after": load_average(), "iterations": iterations,
                "trajectories": by_trajectory(settings, iterations), "table": printed,

@@ -26,7 +26,7 @@ import threading
 
 import ray
 
-from .worker import ReplicaLost, ShardWorker
+from .worker import ROUND_CALL, ReplicaLost, ShardWorker
 
 INBOX = "inbox"     # the concurrency group of deliver and connect
 
@@ -50,7 +50,7 @@ class PushingShardWorker(ShardWorker):
                 self.generation = generation
                 self.changed.notify_all()
 
-    @ray.method(concurrency_group=INBOX, num_returns=0)
+    @ray.method(concurrency_group=INBOX, num_returns=0, **ROUND_CALL)
     def deliver(self, t: int, sender: int, message: bytes) -> None:
         """A peer's gradient message of round ``t``."""
         # Kept whatever the round: after a replay, messages of rounds this worker has
@@ -59,7 +59,7 @@ class PushingShardWorker(ShardWorker):
             self.inbox[t, sender] = message
             self.changed.notify_all()
 
-    @ray.method(num_returns=2)
+    @ray.method(num_returns=2, **ROUND_CALL)
     def advance(self, round_: tuple, *payload: bytes) -> tuple[bytes, bytes]:
         """:meth:`ShardWorker.advance` where ``round_`` is ``(t, kind, step_size,
         generation)`` and ``kind`` may be ``"inbox"``: the K - 1 peers' messages of round

@@ -98,3 +98,49 @@ def test_loopback_candidates_are_fp32_and_qsgd_in_both_modes():
     assert set(settings) == {"ours fp32 master", "ours fp32 all-to-all",
                              "ours qsgd s=200 master", "ours qsgd s=200 all-to-all"}
     assert settings["ours qsgd s=200 master"]["codec_options"] == {"levels": 200}
+
+
+def _row(setting, family, mode, round_s):
+    return {"setting": setting, "family": family, "mode": mode, "round_s": round_s,
+            "window": [0.0, round_s * 10], "window_rounds": 10}
+
+
+def test_confirmation_alternates_the_sides_and_decides_by_the_median(monkeypatch):
+    rows = [_row("a2a fast", "ours", "all-to-all", 1.0), _row("a2a slow", "ours",
+            "all-to-all", 2.0), _row("m", "ours", "master", 3.0),
+            _row("DDP fp32", "ddp", "fp32", 4.0)]
+    counts = {r["setting"]: {"iterations": 100, "converged": True} for r in rows}
+    rows = peers.with_targets(rows, counts)
+    assert peers.finalists(rows) == ["m", "a2a fast"]
+    calls, times = [], iter([5.0, 7.0, 9.0, 6.0, 8.0, 1.0])   # ours, ddp, ddp, ours...
+
+    def ours(cluster, d, settings, rounds):
+        calls.append(("ours", [s["label"] for s in settings], rounds))
+        return [_row(s["label"], "ours", "x", 0.0) | {"window": [0.0, 10 * next(times)]}
+                for s in settings[:1]]
+
+    def ddp(cluster, d, hooks, rounds, allreduce=True):
+        calls.append(("ddp", hooks, rounds, allreduce))
+        return [_row("DDP fp32", "ddp", "fp32", 0.0) | {"window": [0.0, 10 * next(times)]}]
+
+    monkeypatch.setattr(peers, "_ours_rows", ours)
+    monkeypatch.setattr(peers, "_ddp_rows", ddp)
+    settings = [{"label": label} for label in ("a2a fast", "a2a slow", "m")]
+    peers.confirm(None, 100, rows, settings, ["fp32"], rounds=30, repeats=3)
+    assert calls == [("ours", ["a2a fast", "m"], 30), ("ddp", ["fp32"], 30, False),
+                     ("ddp", ["fp32"], 30, False), ("ours", ["a2a fast", "m"], 30),
+                     ("ours", ["a2a fast", "m"], 30), ("ddp", ["fp32"], 30, False)]
+    by = {r["setting"]: r for r in peers.with_targets(rows, counts)}
+    assert by["a2a fast"]["round_s_runs"] == [5.0, 6.0, 8.0]
+    assert by["a2a fast"]["round_s"] == 6.0 and by["a2a fast"]["first_pass_round_s"] == 1.0
+    assert by["DDP fp32"]["round_s"] == 7.0
+    # The unconfirmed a2a row keeps its first pass and no longer competes.
+    assert by["a2a slow"]["round_s"] == 2.0
+    assert [g["ours_best"] for g in peers.goals({"100mbit": rows})] == ["a2a fast"]
+    assert peers.goals({"100mbit": rows})[0]["speedup"] == pytest.approx(7.0 / 6.0)
+
+
+def test_repeats_must_not_be_negative(capsys):
+    with pytest.raises(SystemExit):
+        peers.main(["--repeats", "-1"])
+    assert "--repeats -1: expected 0 or more" in capsys.readouterr().err
