@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     from ray_relu.runtime import ensure_ray
 
     ensure_ray(args.address, log_to_driver=False)
-    problem = PlantedReLU(args.d, args.n or 8 * args.d, seed=0)
     for config in json.loads(args.configs):
+        # The rows' storage ("dtype" of a config, float64 by default) is part of the data.
+        problem = PlantedReLU(args.d, args.n or 8 * args.d, seed=0,
+                              dtype=config.get("dtype", "float64"))
         row = run_config(problem, config, workers=args.workers,
                          batch_per_worker=args.batch_per_worker,
                          tol=0.0 if args.rounds else args.tol,

@@ -84,14 +84,15 @@ def run_on_cluster(cluster: Any, d: int, settings: list[dict], *, tol: float = 1
     return parse_results(job.logs)
 
 
-def reference_problem(d: int):
-    """``PlantedReLU(d, 8d, seed=0)`` whose shards are made once and kept, so that the
-    reference runs of several settings share them (6.4 GB of rows at d = 1e4)."""
+def reference_problem(d: int, dtype: str = "float64"):
+    """``PlantedReLU(d, 8d, seed=0, dtype=dtype)`` whose shards are made once and kept,
+    so that the reference runs of several settings share them (6.4 GB of float64 rows
+    at d = 1e4)."""
     import functools
 
     from ray_relu import PlantedReLU
 
-    problem = PlantedReLU(d, 8 * d, seed=0)
+    problem = PlantedReLU(d, 8 * d, seed=0, dtype=dtype)
     problem.shard = functools.lru_cache(maxsize=None)(problem.shard)
     return problem
 
@@ -103,7 +104,8 @@ def iterations_to_target(d: int, setting: dict, *, tol: float = 1e-6,
     from ray_relu import PlantedReLU
     from ray_relu.reference import sgd
 
-    problem = problem if problem is not None else PlantedReLU(d, 8 * d, seed=0)
+    if problem is None:
+        problem = PlantedReLU(d, 8 * d, seed=0, dtype=setting.get("dtype", "float64"))
     run = sgd(problem, codec=setting["codec"],
               codec_options=setting.get("options") or {}, downlink_codec=setting.get("downlink"),
               workers=WORKERS, mode=setting["mode"], batch_size=WORKERS * BATCH_PER_WORKER,

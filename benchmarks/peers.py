@@ -6,7 +6,9 @@ the PowerSGD hook (``benchmarks/_torch_ddp.py`` says what PowerSGD does on a 1 x
 weight). Ours: QSGD at s in {sqrt(2d), 2 sqrt(d), 4 sqrt(d)} (141, 200, 400 at d = 1e4)
 in all-to-all mode, and in master mode with a QSGD, a full-precision or no downlink
 codec (exact: the master relays the messages when that is shorter than shipping ``w``,
-and then submits rounds ahead); the best of each mode at each link is reported.
+and then submits rounds ahead); the best of each mode at each link is reported. Our
+shards hold the rows in float32, as DDP's do (``PlantedReLU(..., dtype="float32")``:
+the same draws rounded; our arithmetic stays float64).
 
 Method, as ``cluster_time_to_accuracy``: time to rel_error 1e-6 = iterations to 1e-6 x
 time per round on the cluster.
@@ -48,6 +50,7 @@ INSTALL_HINT = ("benchmarks.peers needs the peers extra (CPU torch and Ray Train
 RATES = ("10mbit", "100mbit", "1gbit")
 GOALS = {"10mbit": 2.0, "100mbit": 1.5, "1gbit": 1.0}   # ours best vs best DDP, speed
 TOL = 1e-6
+ROWS = "float32"            # how our shards store the rows: as DDP's do
 
 
 def torch_missing() -> bool:
@@ -67,11 +70,12 @@ def ours_settings(d: int, quick: bool) -> list[dict]:
         q = {"id": "qsgd", "levels": s}
         for route in ("p2p", "relay", "push"):
             out.append({"codec": "qsgd", "options": {"levels": s}, "mode": "all-to-all",
-                        "downlink": None, "route": route,
+                        "downlink": None, "route": route, "dtype": ROWS,
                         "label": f"ours qsgd s={s} all-to-all {route}"})
         for down, name in ((q, "qsgd"), ("fp32", "fp32"), (None, "exact")):
             out.append({"codec": "qsgd", "options": {"levels": s}, "mode": "master",
-                        "downlink": down, "label": f"ours qsgd s={s} master down={name}"})
+                        "downlink": down, "dtype": ROWS,
+                        "label": f"ours qsgd s={s} master down={name}"})
     return out
 
 
@@ -261,6 +265,10 @@ def load_iterations(path: Path, d: int, settings: list[dict],
     payload = json.loads(Path(path).read_text())
     if payload.get("d") != d:
         raise ValueError(f"{path}: counted at d = {payload.get('d')}, this run has d = {d}")
+    rows = payload.get("ours_rows", "float64")       # runs before it was recorded
+    if rows != ROWS:
+        raise ValueError(f"{path}: our counts are for {rows} rows, this run fits {ROWS} "
+                         f"rows (a different data set): count again")
     counts = payload.get("iterations", {})
     trajectories = payload.get("trajectories", {})
     found = [(s["label"], counts.get(s["label"]) or trajectories.get(trajectory(s)))
@@ -279,7 +287,7 @@ def count_all(d: int, settings: list[dict], hooks: list[str]) -> dict[str, dict]
 
     out = {}
     counted: dict[str, dict] = {}
-    problem = reference_problem(d)
+    problem = reference_problem(d, ROWS)
     for setting in settings:
         key = trajectory(setting)           # each trajectory is counted once
         if key not in counted:
@@ -365,6 +373,7 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(summary, "ours best against the best DDP setting (time to 1e-6)")
     payload = {"quick": args.quick, "d": d, "n": 8 * d, "workers": WORKERS,
                "batch_per_worker": BATCH_PER_WORKER, "rounds": rounds, "tol": TOL,
+               "ours_rows": ROWS,
                "repeats": repeats, "confirm_rounds": 3 * rounds,
                "shaping": shaping, "load_average_before": load_before,
                "load_average_after": load_average(), "iterations": iterations,

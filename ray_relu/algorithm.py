@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from .settings import WorkerPlan
 
 
+def shard_rows(model: "Model", source, k: int, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shard ``k`` of ``K`` of ``source`` as ``model`` reads it
+    (:meth:`~ray_relu.models.Model.readable_rows`)."""
+    X, y = source.shard(k, K)
+    return model.readable_rows(X), y
+
+
 def batch_indices(seed: int, t: int, k: int, shard_rows: int,
                   batch_rows: int | None) -> np.ndarray | None:
     """Rows of shard ``k`` used at iteration ``t`` (sorted), or None for the whole shard.

@@ -72,6 +72,8 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--n", type=int, default=None, help="samples (default 8*d)")
     data.add_argument("--noise", type=float, default=0.0, help="label noise std (default 0)")
     data.add_argument("--data-seed", type=int, default=0, help="seed of the planted data")
+    data.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                      help="how the planted rows are stored (float32: half the memory)")
     data.add_argument("--data", default=None,
                       help="Parquet file, directory or URI (file://, s3://, ...) "
                       "instead of a planted problem")
@@ -137,7 +139,7 @@ def _problem(args: argparse.Namespace, model):
     if args.data is not None:
         return ParquetData(args.data)
     return Planted(model, args.d, args.n if args.n is not None else 8 * args.d,
-                   noise=args.noise, seed=args.data_seed)
+                   noise=args.noise, seed=args.data_seed, dtype=args.dtype)
 
 
 def _run_config(args: argparse.Namespace, model):
@@ -201,7 +203,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _run_write_parquet(args: argparse.Namespace) -> int:
     from .data import write_parquet
     from .models import PlantedReLU
-    p = PlantedReLU(args.d, args.n, noise=args.noise, seed=args.data_seed)
+    p = PlantedReLU(args.d, args.n, noise=args.noise, seed=args.data_seed, dtype=args.dtype)
     write_parquet(p, args.out, layout=args.layout)
     print(f"wrote {p} to {args.out}")
     return 0
@@ -265,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--noise", type=float, default=0.0)
     p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                   help="feature type written (float32: float columns, half the size)")
     p.add_argument("--layout", default="list", choices=["list", "columns"])
     p.add_argument("--out", required=True)
     p.set_defaults(func=_run_write_parquet)

@@ -42,7 +42,7 @@ def sgd(problem: Any, config: RunConfig | None = None, /, **options: Any) -> Ref
     """
     s = resolve(problem, run_config(config or REFERENCE_DEFAULTS, **options))
     K, plan = s.workers, s.plan
-    shards = [s.source.shard(k, K) for k in range(K)]
+    shards = [algorithm.shard_rows(s.model, s.source, k, K) for k in range(K)]
     rel_error = s.model.error_meter(s.w_star)
     w = s.start_point()
     if w is None:

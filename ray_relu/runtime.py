@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import ray
 
 from .data import DataSource, worker_sources
@@ -65,11 +66,18 @@ class ShardTooLargeError(ValueError):
     """A worker's shard cannot fit in any node's memory; raised before actors start."""
 
 
-def shard_bytes(n: int, d: int, K: int, num_params: int) -> int:
-    """Memory one worker needs at most: its shard's rows ``X`` and ``y`` in float64, its
-    kept replicas of ``w`` and a few working vectors (gradient, messages, decodes)."""
+def shard_bytes(n: int, d: int, K: int, num_params: int, feature_bytes: int = 8) -> int:
+    """Memory one worker needs at most: its shard's rows ``X`` (``feature_bytes`` a
+    value: 4 for float32 rows) and ``y`` (float64), its kept replicas of ``w`` and a
+    few working vectors (gradient, messages, decodes)."""
     rows = -(-n // K)          # shard sizes differ by at most one (shard_bounds)
-    return 8 * (rows * (d + 1) + num_params * (KEPT_REPLICAS + 6))
+    return rows * (feature_bytes * d + 8) + 8 * num_params * (KEPT_REPLICAS + 6)
+
+
+def feature_bytes(source: DataSource) -> int:
+    """Bytes per value of ``source``'s rows: its ``feature_dtype`` (an optional part of
+    the data-source contract), float64 when it does not say."""
+    return np.dtype(getattr(source, "feature_dtype", np.float64)).itemsize
 
 
 def check_memory(source: DataSource, plan: WorkerPlan, K: int) -> None:
@@ -81,16 +89,18 @@ def check_memory(source: DataSource, plan: WorkerPlan, K: int) -> None:
     than all of them is not taken into account (pass ``memory_check=False`` to fit).
     """
     params = plan.model.num_params(source.d)
-    need = shard_bytes(source.n, source.d, K, params)
+    width = feature_bytes(source)
+    need = shard_bytes(source.n, source.d, K, params, width)
     nodes = [node["Resources"].get("memory", 0.0) for node in ray.nodes() if node["Alive"]]
     largest = max(nodes, default=0.0)
     if largest and need > largest:
-        rows_that_fit = int((largest / 8 - params * (KEPT_REPLICAS + 6)) // (source.d + 1))
+        rows_that_fit = int((largest - 8 * params * (KEPT_REPLICAS + 6))
+                            // (width * source.d + 8))
         advice = (f"use workers >= {-(-source.n // rows_that_fit)}" if rows_that_fit > 0
                   else "use bigger nodes")
         raise ShardTooLargeError(
             f"a shard of {source.n} rows x d={source.d} split {K} ways needs "
-            f"{need / 2**30:.2f} GiB per worker (rows x (d + 1) x 8 bytes, plus replicas "
+            f"{need / 2**30:.2f} GiB per worker (rows x ({width} d + 8) bytes, plus replicas "
             f"of w), but the largest node grants tasks {largest / 2**30:.2f} GiB; "
             f"{advice}, or pass memory_check=False if larger nodes will join")
 

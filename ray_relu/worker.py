@@ -91,8 +91,8 @@ class ShardWorker:
 
     def __init__(self, source: DataSource, k: int, K: int, plan: WorkerPlan) -> None:
         self.k, self.K, self.plan = k, K, plan
-        self.X, self.y = source.shard(k, K)
         self.model = plan.model
+        self.X, self.y = algorithm.shard_rows(self.model, source, k, K)
         self.rel_error = self.model.error_meter(source.w_star if plan.measure_error
                                                 else None)
         self.codec = plan.codec                 # Codec objects, pickled here by Ray

@@ -53,6 +53,7 @@ def test_our_candidates_cover_both_modes_and_downlinks():
     assert {"ours qsgd s=400 master down=fp32", "ours qsgd s=141 master down=exact"} <= set(labels)
     assert {f"ours qsgd s=141 all-to-all {route}" for route in ("p2p", "relay", "push")} \
         <= set(labels)
+    assert {s["dtype"] for s in peers.ours_settings(10000, quick=False)} == {"float32"}
 
 
 def test_rates_are_a_checked_subset_in_the_given_order(capsys):
@@ -73,7 +74,7 @@ def test_iteration_counts_are_reused_only_for_the_same_d_and_settings(tmp_path):
     counts = {"ours a": {"iterations": 7, "converged": True},
               "DDP fp32": {"iterations": 9, "converged": True},
               "ours other": {"iterations": 1, "converged": True}}
-    path.write_text(json.dumps({"d": 100, "iterations": counts,
+    path.write_text(json.dumps({"d": 100, "iterations": counts, "ours_rows": peers.ROWS,
                                 "trajectories": peers.by_trajectory([relay], counts)}))
     # A new route of a counted setting reuses its trajectory's count; s = 5 is new.
     assert peers.load_iterations(path, 100, [relay, push], ["fp32"]) == {
@@ -83,6 +84,11 @@ def test_iteration_counts_are_reused_only_for_the_same_d_and_settings(tmp_path):
         peers.load_iterations(path, 200, [relay], ["fp32"])
     with pytest.raises(ValueError, match="no iteration count for ours b, DDP fp16$"):
         peers.load_iterations(path, 100, [relay, other], ["fp32", "fp16"])
+    # Counts of float64 rows (runs before ours_rows was recorded) are another data set.
+    path.write_text(json.dumps({"d": 100, "iterations": counts}))
+    with pytest.raises(ValueError, match="our counts are for float64 rows, this run "
+                                         "fits float32 rows"):
+        peers.load_iterations(path, 100, [relay], ["fp32"])
 
 
 def test_loopback_without_torch_prints_the_install_hint(monkeypatch, capsys):

@@ -47,6 +47,7 @@ def test_fit_json_summary_and_strict_exit_code(capsys):
     (["fit", "--data", "/nonexistent/data.parquet"], "/nonexistent/data.parquet"),
     (["fit", "--d", "10", "--n", "80", "--resume", "/nonexistent/ckpt.npz"], "ckpt.npz"),
     (["fit", "--model", "mlp"], "invalid choice: 'mlp'"),
+    (["fit", "--dtype", "float16"], "invalid choice: 'float16'"),
     (["fit", "--model", "leaky", "--model-param", "alpha"], "--model-param must be KEY=VALUE"),
     (["fit", "--model", "leaky", "--model-param", "alpha=2"], "alpha must be in [0, 1)"),
     (["fit", "--model", "hidden", "--init", "moment"], "init must be one of 'random'"),
@@ -107,6 +108,20 @@ def test_write_parquet_then_fit_from_it(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # The Parquet file carries w*, so the planted stopping rule applies.
     assert summary["stopping_rule"] == "rel_error" and summary["converged"] is True
+    single = tmp_path / "single.parquet"
+    assert main(["write-parquet", "--d", "20", "--n", "200", "--dtype", "float32",
+                 "--out", str(single)]) == 0
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    x_type = pq.read_schema(single).field("x").type
+    assert x_type.value_type == pa.float32() and x_type.list_size == 20
+    assert main(["fit", "--data", str(single), "--workers", "2", "--iterations", "3",
+                 "--json", "--no-progress"]) == 0
+    from_file = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["fit", "--d", "20", "--n", "200", "--dtype", "float32", "--workers", "2",
+                 "--iterations", "3", "--json", "--no-progress"]) == 0
+    planted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert from_file["rel_error"] == planted["rel_error"]
 
 
 def test_console_script_starts_its_own_local_ray(tmp_path):

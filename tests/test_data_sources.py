@@ -273,3 +273,58 @@ def test_pandas_and_ray_are_imported_only_when_needed():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+# ---- float32 rows: kept in float32 by every container, fitted as their float64 copy ----
+
+SINGLE = PlantedReLU(d=6, n=90, noise=0.05, seed=3, dtype="float32")
+X32, Y32 = SINGLE.data()
+SINGLE_SOURCES = {
+    "planted": (lambda tmp: SINGLE, True),
+    "arrays": (lambda tmp: ArrayData(X32, Y32, W_STAR), True),
+    "frame columns": (lambda tmp: FrameData(pd.DataFrame(
+        {f"x{j}": X32[:, j] for j in range(6)} | {"y": Y32}), w_star=W_STAR), True),
+    "parquet list": (lambda tmp: write_parquet(SINGLE, tmp / "s.parquet",
+                                               row_group_size=13), True),
+    "parquet columns": (lambda tmp: write_parquet(SINGLE, tmp / "c.parquet",
+                                                  layout="columns"), True),
+    "ray dataset, tensor column": (
+        lambda tmp: ray.data.from_items([{"x": X32[i], "y": Y32[i]} for i in range(90)],
+                                        override_num_blocks=4), False),
+}
+
+
+@pytest.mark.parametrize("name", list(SINGLE_SOURCES))
+def test_float32_rows_stay_float32_and_fit_as_their_float64_copy(name, tmp_path):
+    make, knows_w_star = SINGLE_SOURCES[name]
+    source = as_source(make(tmp_path))
+    assert np.dtype(source.feature_dtype if hasattr(source, "feature_dtype")
+                    else np.float32) == np.float32
+    shards = [source.shard(k, 3) for k in range(3)] if name != "ray dataset, tensor column" \
+        else [part.shard(k, 3) for k, part in enumerate(source.for_workers(3))]
+    assert all(X.dtype == np.float32 and y.dtype == np.float64 for X, y in shards)
+    np.testing.assert_array_equal(np.concatenate([X for X, _ in shards]), X32)
+    mode = "master" if name == "planted" else "all-to-all"
+    result = fit(source, mode=mode, **RUN)
+    widened = ArrayData(X32.astype(np.float64), Y32, W_STAR if knows_w_star else None)
+    assert_same_fit(result, fit(widened, mode=mode, **RUN))
+
+
+def test_float32_arrays_are_the_same_data_as_their_float64_copy_for_checkpoints():
+    single, double = ArrayData(X32, Y32), ArrayData(X32.astype(np.float64), Y32)
+    assert single.X is not None and single.X.dtype == np.float32
+    assert single.spec() == double.spec()
+    assert ArrayData(X32.astype(np.float16), Y32).X.dtype == np.float32
+    assert ArrayData(X32.astype(np.float16), Y32).spec() != double.spec()
+
+
+def test_float16_columns_become_float32_rows_and_mixed_widths_float64(tmp_path):
+    half = pa.table({f"x{j}": pa.array(X32[:, j].astype(np.float16)) for j in range(6)}
+                    | {"y": Y32})
+    pq.write_table(half, tmp_path / "h.parquet")
+    rows, _ = ParquetData(tmp_path / "h.parquet").shard(0, 1)
+    assert rows.dtype == np.float32
+    np.testing.assert_array_equal(rows, X32.astype(np.float16).astype(np.float32))
+    mixed = half.set_column(0, "x0", pa.array(X32[:, 0].astype(np.float64)))
+    pq.write_table(mixed, tmp_path / "m.parquet")
+    assert ParquetData(tmp_path / "m.parquet").shard(0, 1)[0].dtype == np.float64

@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,6 @@ def test_w_star_is_unit_norm_and_deterministic():
 
 
 def test_pickled_problem_is_small_and_rebuilds_the_same_data():
-    import pickle
     p = PlantedReLU(d=50_000, n=7, noise=0.1, seed=3)
     blob = pickle.dumps(p)
     assert len(blob) < 500          # parameters only, not the 400 kB w_star
@@ -70,6 +70,25 @@ def test_data_set_does_not_depend_on_the_number_of_shards(noise):
     X, y = p.rows(40, 55)
     np.testing.assert_array_equal(X, X1[40:55])
     np.testing.assert_array_equal(y, y1[40:55])
+
+
+def test_float32_planted_rows_are_the_rounded_draws_and_labelled_from_them():
+    double = PlantedReLU(d=40, n=300, noise=0.1, seed=4)
+    single = PlantedReLU(d=40, n=300, noise=0.1, seed=4, dtype="float32")
+    X, y = single.shard(1, 3)
+    assert X.dtype == np.float32 and y.dtype == np.float64
+    np.testing.assert_array_equal(X, double.shard(1, 3)[0].astype(np.float32))
+    clean = PlantedReLU(d=40, n=300, seed=4, dtype="float32")
+    Xc, yc = clean.data()
+    np.testing.assert_array_equal(yc, np.maximum(Xc.astype(np.float64) @ clean.w_star, 0))
+    np.testing.assert_array_equal(single.w_star, double.w_star)
+    assert "dtype" not in double.spec() and single.spec()["dtype"] == "float32"
+    assert single != double and single.feature_dtype == np.float32
+    again = pickle.loads(pickle.dumps(single))
+    assert again == single and repr(again).endswith("dtype='float32')")
+    with pytest.raises(ValueError, match="dtype must be one of 'float64', 'float32'; "
+                                         "got 'float16'"):
+        PlantedReLU(d=4, n=10, dtype="float16")
 
 
 def test_labels_follow_the_model():
@@ -269,9 +288,11 @@ def test_relu_reference_runs_equal_the_recorded_ones_to_the_last_bit():
     (sha256) and history, bit for bit. First from the code before the models protocol
     existed; rewritten once, on purpose, when the gradient moved to the one-pass kernel
     of ``ray_relu/models/_rows.py`` (a fixed summation order instead of BLAS's; the
-    iterates moved by at most 3e-16 relative, the quantized cases not at all).
+    iterates moved by at most 3e-16 relative, the quantized cases not at all), and
+    once more when the moment start did (``weighted_row_sum``, rows added in order, so
+    float32 rows give the bits of their float64 copy: at most 1.8e-16 relative).
 
-    The moment start (``X.T @ y``) and the history's norms still go through OpenBLAS,
+    The history's norms still go through OpenBLAS,
     whose AVX-512 dot products round differently from its AVX2 ones: the Makefile pins
     ``OPENBLAS_CORETYPE=Haswell``, the kernel they were recorded with; run the test
     through ``make test`` or with that variable set."""
@@ -362,6 +383,23 @@ def test_rows_in_place_equal_the_gathered_rows_and_numpy_formula(model):
     assert empty[0] == 0.0 and not empty[1].any()
 
 
+@pytest.mark.parametrize("d", [1, 31, 33, 257])
+@pytest.mark.parametrize("model", PIECEWISE, ids=repr)
+def test_float32_rows_give_the_bits_of_their_float64_copy(model, d):
+    rng = np.random.default_rng(d)
+    X = rng.standard_normal((40, d)).astype(np.float32)
+    y, w = rng.standard_normal(40), rng.standard_normal(d)
+    rows = np.sort(rng.choice(40, 13, replace=False))
+    single = model.loss_and_gradient_rows(w, X, y, rows)
+    double = model.loss_and_gradient_rows(w, X.astype(np.float64), y, rows)
+    assert single[0] == double[0]
+    np.testing.assert_array_equal(single[1], double[1])
+    # Other dtypes are converted to float64 rather than read as if they were it.
+    half = model.loss_and_gradient_rows(w, X.astype(np.float16), y, rows)
+    widened = model.loss_and_gradient_rows(w, X.astype(np.float16).astype(np.float64), y, rows)
+    np.testing.assert_array_equal(half[1], widened[1])
+
+
 def test_one_pass_gradient_carries_a_diverged_w_into_loss_and_gradient():
     X, y = np.ones((3, 40)), np.ones(3)
     w = np.full(40, np.nan)
@@ -420,7 +458,7 @@ def test_planted_rows_do_not_depend_on_the_number_of_shards(model):
 
 
 def test_planted_problems_pickle_to_their_parameters():
-    import pickle
+
     for model in ALL_MODELS:
         p = Planted(model, d=20_000, n=5, seed=1)
         blob = pickle.dumps(p)

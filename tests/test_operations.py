@@ -104,6 +104,15 @@ def test_a_shard_too_big_fails_before_any_actor_starts(monkeypatch):
     advised = int(message.split("use workers >= ")[1].split(",")[0])
     assert runtime.shard_bytes(10_000_000, 100_000, advised, 100_000) <= largest
     assert runtime.shard_bytes(10_000_000, 100_000, advised - 1, 100_000) > largest
+    # float32 rows: half the bytes a value, so about half the workers.
+    with pytest.raises(runtime.ShardTooLargeError) as info:
+        fit(PlantedReLU(d=100_000, n=10_000_000, dtype="float32"), workers=2,
+            progress=False)
+    assert "rows x (4 d + 8) bytes" in str(info.value)
+    single = int(str(info.value).split("use workers >= ")[1].split(",")[0])
+    assert runtime.shard_bytes(10_000_000, 100_000, single, 100_000, 4) <= largest
+    assert runtime.shard_bytes(10_000_000, 100_000, single - 1, 100_000, 4) > largest
+    assert single < 0.6 * advised
 
 
 def test_logs_get_plain_progress_lines_not_a_bar(capsys):

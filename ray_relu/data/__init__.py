@@ -21,10 +21,14 @@ The contract (what a source of your own implements):
     The true parameters if known (a vector), else None: a fit then stops on the
     relative change of ``w`` instead of ``||w - w*|| / ||w*||``.
 ``shard(k, K) -> (X, y)``
-    The rows of shard ``k`` of ``K`` as float64 arrays of shapes ``(rows, d)`` and
-    ``(rows,)``. Every shipped source returns rows
+    The rows of shard ``k`` of ``K``: ``X`` of shape ``(rows, d)`` in float64 or
+    float32 (widened exactly as it is read, so a float32 shard fits as its float64
+    copy would, in half the memory), ``y`` of shape ``(rows,)`` in float64. Every
+    shipped source returns rows
     :func:`ray_relu.shards.shard_bounds` ``(n, k, K)``, so a data set gives the same
     rows, and the same fit, for any K and any container.
+``feature_dtype`` (optional)
+    The dtype of ``X`` (float64 when absent): the memory check sizes shards by it.
 ``spec() -> dict``
     JSON-serializable; identifies the data set in checkpoints and results.
 ``for_workers(K) -> list`` (optional)

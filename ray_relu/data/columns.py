@@ -9,7 +9,9 @@ Arrow schema:
 - or the columns named by ``features=``: one name for a list column, a list of names
   for scalar columns (in that order); ``label=`` names the label column (``"y"``).
 
-Values must be floating (float16, float32 or float64; converted to float64) and finite.
+Values must be floating (float16, float32 or float64) and finite. Features of float16
+or float32 type become float32 rows (every feature column must be; otherwise float64),
+labels float64 (:func:`ray_relu.data.arrays.feature_dtype`).
 Every error names the column, the type found and the type expected.
 """
 
@@ -21,6 +23,8 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .arrays import feature_dtype
 
 SCHEMA = ("a list column 'x' (fixed_size_list<double>[d] or list<double>) and a column "
           "'y', or columns x0..x{d-1} and y, or features=[...] and label=...")
@@ -109,17 +113,18 @@ def _list_width(schema: pa.Schema, name: str, where: str) -> int | None:
 
 def to_arrays(table: pa.Table, columns: Columns, where: str,
               first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``table``'s rows as float64 ``(X, y)``, checked finite, shapes ``(rows, d)``;
-    ``first_row`` is the data set's row number of the table's first row (for errors)."""
+    """``table``'s rows as ``(X, y)`` (float32 or float64 ``X``, float64 ``y``; module
+    doc), checked finite, shapes ``(rows, d)``; ``first_row`` is the data set's row
+    number of the table's first row (for errors)."""
     rows = table.num_rows
     y = _values(table.column(columns.label), where, columns.label)
     if columns.listed:
         name = columns.features[0]
         X = _list_values(table.column(name), rows, columns.d, where, name)
     else:
-        X = np.empty((rows, len(columns.features)))
+        X = np.empty((rows, len(columns.features)), dtype=rows_dtype(table.schema, columns))
         for j, name in enumerate(columns.features):
-            X[:, j] = _values(table.column(name), where, name)
+            X[:, j] = _values(table.column(name), where, name, X.dtype)
     _check_finite(y, where, columns.label, first_row)
     if columns.listed:
         _check_finite(X, where, columns.features[0], first_row)
@@ -129,12 +134,13 @@ def to_arrays(table: pa.Table, columns: Columns, where: str,
     return X, y
 
 
-def _values(column: pa.ChunkedArray, where: str, name: str) -> np.ndarray:
+def _values(column: pa.ChunkedArray, where: str, name: str,
+            dtype: np.dtype = np.dtype(np.float64)) -> np.ndarray:
     if column.null_count:
         raise ValueError(f"{where}: column {name!r} has {column.null_count} missing "
                          f"values (null, or NaN that became null); every value must be "
                          f"a finite float")
-    return column.to_numpy().astype(np.float64, copy=False)
+    return column.to_numpy().astype(dtype, copy=False)
 
 
 def _list_values(column: pa.ChunkedArray, rows: int, d: int | None, where: str,
@@ -151,7 +157,18 @@ def _list_values(column: pa.ChunkedArray, rows: int, d: int | None, where: str,
         raise ValueError(f"{where}: column {name!r} has rows of different lengths (row "
                          f"{bad[0]} has {lengths[bad[0]]} values, expected {width})")
     flat = array.flatten().to_numpy(zero_copy_only=False)
-    return flat.astype(np.float64, copy=False).reshape(rows, width)
+    return flat.astype(feature_dtype(flat.dtype), copy=False).reshape(rows, width)
+
+
+def rows_dtype(schema: pa.Schema, columns: Columns) -> np.dtype:
+    """The dtype of the rows ``X`` read from ``columns`` of ``schema`` (module doc)."""
+    bits = []
+    for name in columns.features:
+        t = schema.field(name).type
+        if columns.listed:
+            t = (t.storage_type if isinstance(t, pa.ExtensionType) else t).value_type
+        bits.append(t.bit_width)
+    return np.dtype(np.float32 if max(bits) <= 32 else np.float64)
 
 
 def _check_finite(values: np.ndarray, where: str, name: str, first_row: int) -> None:

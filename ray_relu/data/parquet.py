@@ -29,7 +29,7 @@ from .._validation import check_choice, check_int
 from ..models import Planted
 from ..shards import shard_bounds
 from ..storage import describe, resolve_location
-from .columns import find_columns, to_arrays
+from .columns import find_columns, rows_dtype, to_arrays
 
 _META_KEY = b"ray_relu"
 
@@ -37,12 +37,15 @@ _META_KEY = b"ray_relu"
 def write_parquet(problem: Planted, path: str | os.PathLike, *,
                   layout: str = "list", row_group_size: int = 4096) -> Path:
     """Write ``problem``'s rows to one local Parquet file, block by block (bounded
-    memory). Returns the path written. See the module docstring for the schema."""
+    memory). Returns the path written. See the module docstring for the schema; the
+    features are stored in the problem's dtype (float for a ``dtype="float32"``
+    problem, double otherwise)."""
     layout = check_choice("layout", layout, ("list", "columns"))
     row_group_size = check_int("row_group_size", row_group_size, minimum=1)
     path = Path(path)
     meta = {"problem": problem.spec(), "w_star": problem.w_star.tolist()}
-    schema = _schema(problem.d, layout).with_metadata({_META_KEY: json.dumps(meta)})
+    schema = _schema(problem.d, layout, pa.from_numpy_dtype(problem.feature_dtype)
+                     ).with_metadata({_META_KEY: json.dumps(meta)})
     with pq.ParquetWriter(path, schema) as writer:
         for start in range(0, problem.n, row_group_size):
             X, y = problem.rows(start, min(problem.n, start + row_group_size))
@@ -50,10 +53,10 @@ def write_parquet(problem: Planted, path: str | os.PathLike, *,
     return path
 
 
-def _schema(d: int, layout: str) -> pa.Schema:
+def _schema(d: int, layout: str, features: pa.DataType) -> pa.Schema:
     if layout == "list":
-        return pa.schema([("x", pa.list_(pa.float64(), d)), ("y", pa.float64())])
-    return pa.schema([(f"x{j}", pa.float64()) for j in range(d)] + [("y", pa.float64())])
+        return pa.schema([("x", pa.list_(features, d)), ("y", pa.float64())])
+    return pa.schema([(f"x{j}", features) for j in range(d)] + [("y", pa.float64())])
 
 
 def _to_table(X: np.ndarray, y: np.ndarray, layout: str, schema: pa.Schema) -> pa.Table:
@@ -109,6 +112,9 @@ class ParquetData:
             self.columns = self.columns.with_width(self._read(*self._groups[0][:2], 0, 1)[0]
                                                    .shape[1])
         self.d = self.columns.d
+        # Files may differ in float width: the widest one sets the rows' dtype.
+        self.feature_dtype = max((rows_dtype(schema, self.columns) for schema in schemas),
+                                 key=lambda dtype: dtype.itemsize)
         self._meta = _read_meta(schemas[0])
 
     def __repr__(self) -> str:
@@ -126,10 +132,12 @@ class ParquetData:
         return {"kind": "parquet", "path": self.path, "d": self.d, "n": self.n}
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``start:stop`` as float64 ``(X, y)``."""
+        """Rows ``start:stop`` as ``(X, y)``: ``X`` in :attr:`feature_dtype` (float32
+        where every file stores float32 or float16 features, else float64), ``y`` in
+        float64."""
         start = check_int("start", start, minimum=0, maximum=self.n)
         stop = check_int("stop", stop, minimum=start, maximum=self.n)
-        X = np.empty((stop - start, self.d))
+        X = np.empty((stop - start, self.d), dtype=self.feature_dtype)
         y = np.empty(stop - start)
         for fi, gi, first, count in self._groups:
             lo, hi = max(start, first), min(stop, first + count)

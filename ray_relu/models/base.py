@@ -42,13 +42,18 @@ class Model:
     init_methods: ClassVar[tuple[str, ...]] = ("zero", "random")
     #: initializations computed from a statistic of the data (see :meth:`shard_statistic`).
     data_inits: ClassVar[tuple[str, ...]] = ()
+    #: whether :meth:`loss_and_gradient_rows` and :meth:`shard_statistic` read float32
+    #: rows as the float64 numbers they are (the same bits as on a float64 copy). If
+    #: not (the default), a worker widens a float32 shard to float64 once, at start.
+    reads_float32_rows: ClassVar[bool] = False
 
     # -- required ----------------------------------------------------------------------
     def loss_and_gradient(self, w: np.ndarray, X: np.ndarray,
                           y: np.ndarray) -> tuple[float, np.ndarray]:
         """Mean loss over the rows of ``(X, y)`` at ``w``, and its gradient (same shape
-        as ``w``). Called on every worker every round with validated float64 input;
-        for no rows return ``(0.0, zeros)``."""
+        as ``w``). Called on every worker every round with validated float64 input
+        (float32 rows too if :attr:`reads_float32_rows`); for no rows return
+        ``(0.0, zeros)``."""
         raise NotImplementedError(f"{type(self).__name__} must implement loss_and_gradient")
 
     def loss_and_gradient_rows(self, w: np.ndarray, X: np.ndarray, y: np.ndarray,
@@ -90,6 +95,13 @@ class Model:
         """Shapes of the parameter blocks, in the order they are flattened into ``w``
         (default one vector). Codecs see ``w`` flat; low-rank codecs use the shapes."""
         return ((self.num_params(d),),)
+
+    def readable_rows(self, X: np.ndarray) -> np.ndarray:
+        """A shard's rows as this model reads them: float32 kept where the model reads
+        it (:attr:`reads_float32_rows`), float64 otherwise."""
+        if X.dtype == np.float64 or (X.dtype == np.float32 and self.reads_float32_rows):
+            return X
+        return np.ascontiguousarray(X, dtype=np.float64)
 
     # -- initialization ----------------------------------------------------------------
     def shard_statistic(self, init: str, X: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -4,6 +4,9 @@
 each block from its own random stream, so the data set depends on
 ``(model, d, n, noise, seed)`` only: any split into shards concatenates to the same
 rows, and a Ray worker builds just its own shard from these few parameters.
+``dtype="float32"`` stores the rows in single precision (rounded from the same draws,
+labelled from the rounded rows): half the memory, and half the memory traffic of each
+gradient, for a slightly different data set.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_float, check_int
+from .._validation import check_choice, check_float, check_int
 from ..seeding import DATA_NOISE, DATA_X, rng_for
 from ..shards import shard_bounds
 from .base import Model
 
 # About 2**20 values (8 MiB) per block whatever d is.
 _VALUES_PER_BLOCK = 1 << 20
+DTYPES = ("float64", "float32")
 
 
 class Planted:
@@ -36,13 +40,17 @@ class Planted:
         Standard deviation of Gaussian label noise, >= 0 (default 0: realizable).
     seed : int
         Seed of everything random in the problem: ``w_star`` and every row.
+    dtype : ``"float64"`` (default) or ``"float32"``
+        How the rows ``X`` are stored. float32 rows are the float64 draws rounded, and
+        the labels (float64 either way) are computed from the rounded rows, so the
+        problem stays exactly realizable. The arithmetic is float64 either way.
 
     Rows are generated where :meth:`rows` or :meth:`shard` is called (on a Ray worker,
     typically), never stored here; pickling keeps the parameters only.
     """
 
     def __init__(self, model: Model, d: int, n: int, noise: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, dtype: str = "float64") -> None:
         if not isinstance(model, Model):
             raise ValueError(f"model must be a ray_relu.models.Model, got "
                              f"{type(model).__name__}")
@@ -51,6 +59,7 @@ class Planted:
         self.n = check_int("n", n, minimum=1)
         self.noise = check_float("noise", noise, minimum=0.0)
         self.seed = check_int("seed", seed, minimum=0)
+        self.dtype = check_choice("dtype", dtype, DTYPES)
         self._w_star = np.asarray(model.planted_parameters(self.d, self.seed),
                                   dtype=np.float64)
         self._w_star.setflags(write=False)
@@ -60,11 +69,14 @@ class Planted:
     def __reduce__(self) -> tuple:
         # Parameters only: w_star is rebuilt from the seed where the problem lands
         # (at d = 1e6 it would ship 8 MB with every actor constructor).
-        return (Planted, (self.model, self.d, self.n, self.noise, self.seed))
+        return (Planted, (self.model, self.d, self.n, self.noise, self.seed, self.dtype))
 
     def __repr__(self) -> str:
         return (f"Planted({self.model!r}, d={self.d}, n={self.n}, noise={self.noise}, "
-                f"seed={self.seed})")
+                f"seed={self.seed}{self._dtype_note()})")
+
+    def _dtype_note(self) -> str:
+        return "" if self.dtype == "float64" else f", dtype={self.dtype!r}"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Planted) and self.spec() == other.spec()
@@ -74,8 +86,16 @@ class Planted:
 
     def spec(self) -> dict[str, Any]:
         """The parameters that define the data set (JSON-serializable)."""
-        return {"kind": "planted", "model": self.model.get_config(), "d": self.d,
+        spec = {"kind": "planted", "model": self.model.get_config(), "d": self.d,
                 "n": self.n, "noise": self.noise, "seed": self.seed}
+        if self.dtype != "float64":     # float64 specs read as they always have
+            spec["dtype"] = self.dtype
+        return spec
+
+    @property
+    def feature_dtype(self) -> np.dtype:
+        """The dtype of the rows ``X`` of every shard."""
+        return np.dtype(self.dtype)
 
     @property
     def w_star(self) -> np.ndarray:
@@ -86,7 +106,9 @@ class Planted:
         start = b * self.block_rows
         count = min(self.block_rows, self.n - start)
         X = rng_for(self.seed, DATA_X, b).standard_normal((count, self.d))
-        y = self.model.planted_labels(self._w_star, X, self.noise,
+        X = X.astype(self.dtype, copy=False)
+        y = self.model.planted_labels(self._w_star, X.astype(np.float64, copy=False),
+                                      self.noise,
                                       lambda: rng_for(self.seed, DATA_NOISE, b))
         return X, y
 
@@ -94,7 +116,7 @@ class Planted:
         """Rows ``start:stop`` of the data set as ``(X, y)``, shapes (stop-start, d)."""
         start = check_int("start", start, minimum=0, maximum=self.n)
         stop = check_int("stop", stop, minimum=start, maximum=self.n)
-        X = np.empty((stop - start, self.d))
+        X = np.empty((stop - start, self.d), dtype=self.dtype)
         y = np.empty(stop - start)
         if stop == start:
             return X, y
@@ -124,12 +146,14 @@ class PlantedReLU(Planted):
     ((25, 5), (25,))
     """
 
-    def __init__(self, d: int, n: int, noise: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, d: int, n: int, noise: float = 0.0, seed: int = 0,
+                 dtype: str = "float64") -> None:
         from .single_index import ReLU
-        super().__init__(ReLU(), d, n, noise, seed)
+        super().__init__(ReLU(), d, n, noise, seed, dtype)
 
     def __reduce__(self) -> tuple:
-        return (PlantedReLU, (self.d, self.n, self.noise, self.seed))
+        return (PlantedReLU, (self.d, self.n, self.noise, self.seed, self.dtype))
 
     def __repr__(self) -> str:
-        return f"PlantedReLU(d={self.d}, n={self.n}, noise={self.noise}, seed={self.seed})"
+        return (f"PlantedReLU(d={self.d}, n={self.n}, noise={self.noise}, "
+                f"seed={self.seed}{self._dtype_note()})")

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .._validation import check_float
-from ._rows import piecewise_linear_loss_and_gradient
+from ._rows import piecewise_linear_loss_and_gradient, weighted_row_sum
 from .base import Model, isotropic_step_size
 
 # ||w*|| of the planted logistic problem: with a unit w* the labels are nearly coin
@@ -41,11 +41,14 @@ class _SquaredLoss(Model):
     (Stein's lemma), so ``w_0 = (1 / (c n)) sum_i y_i x_i``; each shard contributes
     its ``sum_i y_i x_i``. Subclasses set the link, ``a`` and the curvature moments of
     the default step (:func:`isotropic_step_size`). Loss and gradient are computed in
-    one compiled pass over each row (:mod:`._rows`), in place on a worker's shard.
+    one compiled pass over each row (:mod:`._rows`), in place on a worker's shard,
+    which may be float32 (each value is widened as it is read, so the bits are those
+    of the float64 copy); so is the moment statistic.
     """
 
     init_methods = ("moment", "zero", "random")
     data_inits = ("moment",)
+    reads_float32_rows = True             # the compiled pass widens each value it reads
     _moment_gain = 1.0                    # c = E[link'(g)]
     _curvature: dict = {}                 # mean, second, active of s = link'(z)^2
     _negative_slope = 1.0                 # a: the link's slope below 0
@@ -63,7 +66,7 @@ class _SquaredLoss(Model):
         return piecewise_linear_loss_and_gradient(w, X, y, rows, self._negative_slope)
 
     def shard_statistic(self, init, X, y):
-        return X.T @ y
+        return weighted_row_sum(X, y)
 
     def initial_point(self, init, d, *, seed=0, statistic=None, n=None):
         if isinstance(init, str) and init == "moment":
